@@ -1,0 +1,137 @@
+"""ILA model configuration."""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPVisionConfig
+
+
+INTERACTION_VARIANTS = ("depthwise", "conv")
+HEADS = ("linear", "text")
+
+
+@strict
+class ILAVideoConfig(CLIPVisionConfig):
+    r"""
+    Configuration of an ILA video model: a CLIP ViT vision tower whose every encoder layer carries an implicit
+    learnable alignment module, a multi-frame integration transformer (MIT) and a classification head.
+
+    It subclasses [`CLIPVisionConfig`], so every CLIP vision setting (`hidden_size`, `num_hidden_layers`,
+    `patch_size`, `image_size`, `projection_dim`, ...) keeps its meaning and a CLIP checkpoint's vision weights load
+    by name. Build one from an existing CLIP config with [`ILAVideoConfig.from_clip_vision_config`].
+
+    Args:
+        num_frames (`int`, *optional*, defaults to 8):
+            Frames per clip, T. Fixed by the MIT's learned position embedding.
+        interaction_variant (`str`, *optional*, defaults to `"depthwise"`):
+            Interaction block of the alignment module: `"depthwise"` (released Kinetics-400 recipe: depthwise 3x3,
+            pointwise 1x1, 3x3 conv) or `"conv"` (released Something-Something-v2 recipe: two 3x3 convs).
+        interaction_channels (`int`, *optional*, defaults to 256):
+            Channels of the interaction features F; the first half describes the earlier frame of a pair, the second
+            half the later one.
+        point_scale (`float`, *optional*, defaults to 0.75):
+            Multiplier of the tanh-bounded interactive points.
+        alignment_window (`float`, *optional*, defaults to 0.25):
+            Half-width (in [-1, 1] grid units) of the flat top of the alignment mask.
+        alignment_slope (`float`, *optional*, defaults to 1.5):
+            Slope of the alignment mask's linear fall-off outside the window.
+        jitter_delta (`float`, *optional*, defaults to 0.2):
+            Initial size of the 9-point jitter averaged into training masks (halved by "align decay").
+        alignment_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the summed per-layer alignment losses in the training loss.
+        drop_path_rate (`float`, *optional*, defaults to 0.0):
+            Stochastic-depth rate of the last encoder layer; it rises linearly from 0 over the layers.
+        freeze_backbone (`bool`, *optional*, defaults to `True`):
+            Freeze the CLIP weights (embeddings, layer norms, projection, attention and MLP of every layer), as in
+            the released recipe; only the alignment modules, MIT and head train.
+        mit_layers (`int`, *optional*, defaults to 1):
+            Residual attention blocks in the multi-frame integration transformer.
+        head (`str`, *optional*, defaults to `"linear"`):
+            `"linear"` (released SSv2 recipe) or `"text"` (released K400 recipe: cosine similarity with class text
+            embeddings refined by video-specific prompts).
+        classifier_dropout (`float`, *optional*, defaults to 0.5):
+            Dropout before the linear head's classifier.
+        prompt_layers (`int`, *optional*, defaults to 2):
+            Cross-attention layers of the text head's prompt generator.
+        prompt_alpha (`float`, *optional*, defaults to 0.1):
+            Initial per-channel scale of the generated prompts.
+        logit_scale_init_value (`float`, *optional*, defaults to ln(1/0.07)):
+            Initial log temperature of the text head.
+    """
+
+    model_type = "ila"
+    base_config_key = "vision_config"
+
+    num_frames: int = 8
+    interaction_variant: str = "depthwise"
+    interaction_channels: int = 256
+    point_scale: float = 0.75
+    alignment_window: float = 0.25
+    alignment_slope: float = 1.5
+    jitter_delta: float = 0.2
+    alignment_loss_weight: float = 1.0
+    drop_path_rate: float = 0.0
+    freeze_backbone: bool = True
+    mit_layers: int = 1
+    head: str = "linear"
+    classifier_dropout: float = 0.5
+    prompt_layers: int = 2
+    prompt_alpha: float = 0.1
+    logit_scale_init_value: float = math.log(1 / 0.07)
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side, S = image_size / patch_size."""
+        return self.image_size // self.patch_size
+
+    @classmethod
+    def from_clip_vision_config(cls, clip_config, **kwargs) -> "ILAVideoConfig":
+        """Build an ILA config from a `CLIPVisionConfig` or a `CLIPConfig` (its vision part), overriding with kwargs."""
+        vision_config = getattr(clip_config, "vision_config", clip_config)
+        if not isinstance(vision_config, CLIPVisionConfig):
+            raise TypeError(
+                f"Expected a CLIPVisionConfig or CLIPConfig, got {type(clip_config).__name__}."
+            )
+        clip_settings = {name: getattr(vision_config, name) for name in CLIPVisionConfig.__dataclass_fields__}
+        projection_dim = getattr(clip_config, "projection_dim", None) or vision_config.projection_dim
+        return cls(**{**clip_settings, "projection_dim": projection_dim, **kwargs})
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: every check says what to change."""
+        super().validate_architecture()
+        if not isinstance(self.image_size, int) or not isinstance(self.patch_size, int):
+            raise ValueError(
+                f"ILA needs square images and patches given as ints, got image_size={self.image_size!r} and "
+                f"patch_size={self.patch_size!r}."
+            )
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})."
+            )
+        if self.grid_size < 4:
+            raise ValueError(
+                f"The point predictor's two 2x2 max-pools need a patch grid of at least 4x4, got "
+                f"{self.grid_size}x{self.grid_size} (image_size {self.image_size} / patch_size {self.patch_size}); "
+                "use a larger image_size or a smaller patch_size."
+            )
+        if self.num_frames < 2:
+            raise ValueError(f"ILA aligns adjacent frames, so num_frames must be >= 2, got {self.num_frames}.")
+        if self.interaction_variant not in INTERACTION_VARIANTS:
+            raise ValueError(
+                f"interaction_variant must be one of {INTERACTION_VARIANTS}, got {self.interaction_variant!r}."
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+        if self.interaction_channels % 4 != 0:
+            raise ValueError(
+                f"interaction_channels must be divisible by 4 (halves per frame, grouped point layers), "
+                f"got {self.interaction_channels}."
+            )
+        if self.projection_dim % 64 != 0:
+            raise ValueError(
+                f"The MIT and prompt generator use projection_dim / 64 attention heads, so projection_dim must be a "
+                f"multiple of 64, got {self.projection_dim}."
+            )
+
+
+__all__ = ["ILAVideoConfig"]

@@ -1,0 +1,756 @@
+"""PyTorch ILA: Implicit Learnable Alignment for video recognition (Tu et al., ICCV 2023).
+
+The code follows the numbered steps of `ILA_SPEC.md`. Notation: B videos, T frames, P = T - 1 adjacent frame pairs,
+S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first), D = vision width,
+E = projection dim, C = interaction channels (256), K = classes.
+
+This file imports only torch, transformers and `.configuration_ila`, so it travels as Hub remote code.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, eager_attention_forward
+from transformers.utils import ModelOutput, can_return_tuple, logging
+
+from .configuration_ila import ILAVideoConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ILAVideoModelOutput(ModelOutput):
+    r"""
+    Output of [`ILAVideoModel`].
+
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, sequence_length, hidden_size)`):
+        Tokens of the last encoder layer, before `post_layernorm`; the class token comes first.
+    frame_embeds (`torch.FloatTensor` of shape `(batch_size, num_frames, projection_dim)`):
+        Per-frame embeddings: `visual_projection(post_layernorm(class token))`.
+    alignment_loss (`torch.FloatTensor` of shape `()`):
+        Sum over the encoder layers of each layer's alignment loss, mean over pairs of 1 - cos(s_prev, s_next).
+    interactive_points (`torch.FloatTensor` of shape `(batch_size, num_layers, num_frames - 1, 2, 2)`):
+        Interactive point of every adjacent frame pair: `[..., 0, :]` in the earlier frame, `[..., 1, :]` in the
+        later one, as (x, y) on [-1, 1] where -1 and +1 are the centres of the first and last patch.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        Embedding output and every layer's output, each `(batch_size, num_frames, sequence_length, hidden_size)`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*):
+        Attention weights of every layer, each `(batch_size * num_frames, num_heads, sequence_length,
+        sequence_length)`; needs `attn_implementation="eager"`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    frame_embeds: torch.FloatTensor | None = None
+    alignment_loss: torch.FloatTensor | None = None
+    interactive_points: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ILAVideoClassifierOutput(ModelOutput):
+    r"""
+    Output of [`ILAForVideoClassification`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+        `classification_loss + config.alignment_loss_weight * alignment_loss`.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Classification scores (before softmax).
+    classification_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+        Cross-entropy with the labels (class indices or soft targets).
+    alignment_loss (`torch.FloatTensor` of shape `()`):
+        See [`ILAVideoModelOutput`].
+    video_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        Output of the multi-frame integration transformer, averaged over frames, before normalisation.
+    frame_embeds, interactive_points, hidden_states, attentions:
+        See [`ILAVideoModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    alignment_loss: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    frame_embeds: torch.FloatTensor | None = None
+    interactive_points: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ILADropPath(nn.Module):
+    """Stochastic depth per sample; identity when the rate is 0 or outside training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        mask_shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep_mask = hidden_states.new_empty(mask_shape).bernoulli_(keep_prob)
+        return hidden_states * keep_mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class ILAAttention(nn.Module):
+    """
+    Multi-head attention through transformers' attention-function registry. Serves CLIP's self-attention
+    (`key_value_states=None`), the MIT's self-attention and the prompt generator's cross-attention.
+    """
+
+    def __init__(self, config: ILAVideoConfig, embed_dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+        self.config = config
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(
+        self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states: (batch, queries, embed_dim); key_value_states: (batch, keys, embed_dim) or None."""
+        key_value_states = hidden_states if key_value_states is None else key_value_states
+        batch_size, query_length, _ = hidden_states.shape
+        key_length = key_value_states.shape[1]
+
+        queries = self.q_proj(hidden_states).view(batch_size, query_length, -1, self.head_dim).transpose(1, 2)
+        keys = self.k_proj(key_value_states).view(batch_size, key_length, -1, self.head_dim).transpose(1, 2)
+        values = self.v_proj(key_value_states).view(batch_size, key_length, -1, self.head_dim).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            queries,
+            keys,
+            values,
+            None,
+            scaling=self.scale,
+            dropout=0.0 if not self.training else self.dropout,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(batch_size, query_length, self.embed_dim).contiguous()
+        return self.out_proj(attn_output), attn_weights
+
+
+class ILAMLP(nn.Module):
+    def __init__(self, config: ILAVideoConfig, embed_dim: int, intermediate_size: int):
+        super().__init__()
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc1 = nn.Linear(embed_dim, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, embed_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class ILATransformerLayer(GradientCheckpointingLayer):
+    """CLIP's pre-LN residual block: x = x + Attn(LN1(x)); x = x + MLP(LN2(x)), with optional drop-path."""
+
+    def __init__(
+        self,
+        config: ILAVideoConfig,
+        embed_dim: int,
+        num_heads: int,
+        intermediate_size: int,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.self_attn = ILAAttention(config, embed_dim, num_heads)
+        self.layer_norm1 = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.mlp = ILAMLP(config, embed_dim, intermediate_size)
+        self.layer_norm2 = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.drop_path = ILADropPath(drop_path_rate)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
+        hidden_states = hidden_states + self.drop_path(attn_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class ILAConvBlock(nn.Sequential):
+    """conv -> BatchNorm -> [2x2 max-pool] -> ReLU, the unit of the interaction block and the point predictor."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, max_pool: bool = False
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups)
+        self.norm = nn.BatchNorm2d(out_channels)
+        if max_pool:
+            self.pool = nn.MaxPool2d(2)
+        self.act = nn.ReLU()
+
+
+def build_interaction_block(config: ILAVideoConfig) -> nn.Sequential:
+    """Step 3: (B*P, 2D, S, S) -> F: (B*P, C, S, S), in the released K400 ("depthwise") or SSv2 ("conv") form."""
+    pair_channels, channels = 2 * config.hidden_size, config.interaction_channels
+    if config.interaction_variant == "depthwise":
+        return nn.Sequential(
+            ILAConvBlock(pair_channels, pair_channels, 3, groups=pair_channels),
+            ILAConvBlock(pair_channels, channels, 1),
+            ILAConvBlock(channels, channels, 3),
+        )
+    return nn.Sequential(ILAConvBlock(pair_channels, channels, 3), ILAConvBlock(channels, channels, 3))
+
+
+class ILAPointPredictor(nn.Module):
+    """Step 4: interaction features F of every pair -> one interactive point per frame of the pair."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        channels = config.interaction_channels
+        self.spatial = nn.Sequential(
+            ILAConvBlock(channels, channels // 2, 3, max_pool=True),
+            ILAConvBlock(channels // 2, channels // 2, 3, max_pool=True),
+        )
+        # Kernel-1 grouped convolutions over the pair axis: each half of the features predicts one frame's point.
+        self.pair_fc1 = nn.Conv1d(channels // 2, channels // 4, 1, groups=2)
+        self.pair_fc2 = nn.Conv1d(channels // 4, 4, 1, groups=2)
+        self.point_scale = config.point_scale
+
+    def forward(self, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """features: (B*P, C, S, S) -> points (B, P, 2, 2): [pair, earlier/later frame, (x, y)]."""
+        pooled = self.spatial(features).amax(dim=(-2, -1))  # (B*P, C/2)
+        pooled = pooled.view(batch_size, -1, pooled.shape[-1]).transpose(1, 2)  # (B, C/2, P)
+        points = torch.tanh(self.pair_fc2(F.relu(self.pair_fc1(pooled))))  # (B, 4, P)
+        return self.point_scale * points.transpose(1, 2).unflatten(-1, (2, 2))
+
+
+def merge_pairs_into_frames(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+    """
+    (B, P, ...) per-pair features of each pair's earlier and later frame -> (B, T, ...) per-frame features: frame 0
+    from pair 0's earlier side, frame T-1 from pair P-1's later side, frame t between the mean of pair t's earlier
+    and pair t-1's later side.
+    """
+    middle = (earlier[:, 1:] + later[:, :-1]) / 2
+    return torch.cat([earlier[:, :1], middle, later[:, -1:]], dim=1)
+
+
+class ILAAlignment(nn.Module):
+    """
+    Implicit learnable alignment between adjacent frames (steps 2-8 of the spec), applied to one layer's message
+    tokens. Returns the aligned tokens A, the interaction tokens I, the layer's alignment loss and its points.
+    """
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        self.num_frames = config.num_frames
+        self.grid_size = config.grid_size
+        self.alignment_window = config.alignment_window
+        self.alignment_slope = config.alignment_slope
+
+        self.interaction_block = build_interaction_block(config)
+        self.point_predictor = ILAPointPredictor(config)
+        frame_channels = config.interaction_channels // 2
+        self.temporal_conv = nn.Conv3d(frame_channels, frame_channels, kernel_size=(3, 1, 1), padding=(1, 0, 0))
+        self.interaction_fc = nn.Linear(frame_channels, config.hidden_size)
+
+        # Patch-centre coordinates g_i on [-1, 1] and the 9 unit jitter directions; constants, not weights.
+        self.register_buffer("grid", torch.linspace(-1.0, 1.0, config.grid_size), persistent=False)
+        self.register_buffer("jitter_directions", self._unit_jitter_directions(), persistent=False)
+        # Training-time jitter size, decayed by the training loop ("align decay"); not saved, as in the release.
+        self.register_buffer("jitter_delta", torch.tensor(config.jitter_delta), persistent=False)
+
+    @staticmethod
+    def _unit_jitter_directions() -> torch.Tensor:
+        return torch.tensor(
+            [[0, 0], [0, 1], [1, 0], [0, -1], [-1, 0], [1, 1], [-1, -1], [1, -1], [-1, 1]], dtype=torch.float32
+        )
+
+    def alignment_masks(self, points: torch.Tensor) -> torch.Tensor:
+        """Step 6: points (..., 2) as (x, y) -> masks (..., S, S), averaged over the 9 jittered points in training."""
+        points = points.unsqueeze(-2)  # (..., 1, 2)
+        if self.training:
+            points = points + self.jitter_delta * self.jitter_directions  # (..., 9, 2)
+        distance = (self.grid - points.unsqueeze(-1)).abs()  # (..., J, 2, S)
+        weights = torch.where(
+            distance <= self.alignment_window,
+            1.0,
+            (1 - self.alignment_slope * (distance - self.alignment_window)).clamp(min=0),
+        )
+        masks = weights[..., 1, :, None] * weights[..., 0, None, :]  # y picks rows, x picks columns: (..., J, S, S)
+        return masks.mean(dim=-3)
+
+    def forward(self, messages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """messages a: (B*T, L, D) -> A: (B*T, L, D), I: (B*T, L, D), loss: (), points: (B, P, 2, 2)."""
+        batch_frames, num_tokens, hidden_size = messages.shape
+        num_frames, grid_size = self.num_frames, self.grid_size
+        batch_size = batch_frames // num_frames
+        messages = messages.view(batch_size, num_frames, num_tokens, hidden_size)
+        class_tokens = messages[:, :, :1]  # (B, T, 1, D)
+
+        # Step 2: patch tokens as row-major maps, paired with the next frame.
+        maps = messages[:, :, 1:].transpose(-1, -2).unflatten(-1, (grid_size, grid_size))  # (B, T, D, S, S)
+        earlier_maps, later_maps = maps[:, :-1], maps[:, 1:]  # (B, P, D, S, S)
+
+        # Step 3: interaction features F of every pair.
+        features = self.interaction_block(torch.cat([earlier_maps, later_maps], dim=2).flatten(0, 1))  # (B*P, C, S, S)
+
+        # Step 4: interactive points.
+        points = self.point_predictor(features, batch_size)  # (B, P, 2, 2)
+
+        # Step 5: interaction tokens I.
+        earlier_features, later_features = features.unflatten(0, (batch_size, -1)).chunk(2, dim=2)  # (B, P, C/2, S, S)
+        interaction_maps = merge_pairs_into_frames(earlier_features, later_features)  # (B, T, C/2, S, S)
+        interaction_maps = self.temporal_conv(interaction_maps.transpose(1, 2)).transpose(1, 2)
+        interaction_tokens = self.interaction_fc(interaction_maps.flatten(-2).transpose(-1, -2))  # (B, T, N, D)
+        interaction_tokens = torch.cat([class_tokens, interaction_tokens], dim=2)
+
+        # Steps 6-7: mask each frame of a pair around its point; aligned tokens A.
+        masks = self.alignment_masks(points).unsqueeze(3)  # (B, P, 2, 1, S, S)
+        earlier_aligned = masks[:, :, 0] * earlier_maps  # (B, P, D, S, S)
+        later_aligned = masks[:, :, 1] * later_maps
+        aligned_maps = merge_pairs_into_frames(earlier_aligned, later_aligned)  # (B, T, D, S, S)
+        aligned_tokens = torch.cat([class_tokens, aligned_maps.flatten(-2).transpose(-1, -2)], dim=2)
+
+        # Step 8: pooled aligned tokens of a pair should agree.
+        similarity = F.cosine_similarity(earlier_aligned.sum(dim=(-2, -1)), later_aligned.sum(dim=(-2, -1)), dim=-1)
+        alignment_loss = (1 - similarity).mean()
+
+        return (
+            aligned_tokens.reshape(batch_frames, num_tokens, hidden_size),
+            interaction_tokens.reshape(batch_frames, num_tokens, hidden_size),
+            alignment_loss,
+            points,
+        )
+
+
+class ILAEncoderLayer(ILATransformerLayer):
+    """A CLIP encoder layer preceded by the alignment update of step 9 (module names match CLIP's)."""
+
+    def __init__(self, config: ILAVideoConfig, drop_path_rate: float = 0.0):
+        super().__init__(
+            config, config.hidden_size, config.num_attention_heads, config.intermediate_size, drop_path_rate
+        )
+        self.message_fc = nn.Linear(config.hidden_size, config.hidden_size)
+        self.message_ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.alignment = ILAAlignment(config)
+        # Linear_align and Linear_inter, zero-initialised so that a fresh layer is exactly the CLIP layer.
+        self.aligned_tokens_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.interaction_tokens_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, ...]:
+        """hidden_states: (B*T, L, D) -> (hidden_states, attn_weights, alignment_loss, points (B, P, 2, 2))."""
+        messages = self.message_ln(self.message_fc(hidden_states))  # step 1
+        aligned_tokens, interaction_tokens, alignment_loss, points = self.alignment(messages)
+        hidden_states = hidden_states + self.drop_path(self.aligned_tokens_proj(aligned_tokens))
+        hidden_states = hidden_states + self.drop_path(self.interaction_tokens_proj(interaction_tokens))
+        hidden_states, attn_weights = super().forward(hidden_states, **kwargs)
+        return hidden_states, attn_weights, alignment_loss, points
+
+
+class ILAEncoder(nn.Module):
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList([ILAEncoderLayer(config, rate) for rate in drop_path_rates])
+        self.gradient_checkpointing = False
+
+
+class ILAPreTrainedModel(PreTrainedModel):
+    config: ILAVideoConfig
+    base_model_prefix = "ila"
+    main_input_name = "pixel_values"
+    input_modalities = ("video",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPVisionEmbeddings", "ILAEncoderLayer", "ILATransformerLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # transformers treats Hub code as "custom" and then skips modules that own no tensors directly (ILAAttention,
+        # ILAEncoderLayer, ...), whose branches below initialise their children. Every write below goes through
+        # `transformers.initialization`, which leaves loaded tensors alone, so the skip is not needed here.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    def _init_weights(self, module):
+        """CLIP's initialisation for the CLIP parts; zero skip Linears and point head as in the release."""
+        super()._init_weights(module)
+        factor = self.config.initializer_factor
+        num_layers = self.config.num_hidden_layers
+        if isinstance(module, CLIPVisionEmbeddings):
+            init.normal_(module.class_embedding, std=module.embed_dim**-0.5 * factor)
+            init.normal_(module.patch_embedding.weight, std=self.config.initializer_range * factor)
+            init.normal_(module.position_embedding.weight, std=self.config.initializer_range * factor)
+            init.copy_(module.position_ids, torch.arange(module.num_positions).expand((1, -1)))
+        elif isinstance(module, ILAAttention):
+            in_proj_std = module.embed_dim**-0.5 * (2 * num_layers) ** -0.5 * factor
+            for projection in (module.q_proj, module.k_proj, module.v_proj):
+                init.normal_(projection.weight, std=in_proj_std)
+            init.normal_(module.out_proj.weight, std=module.embed_dim**-0.5 * factor)
+        elif isinstance(module, ILAMLP):
+            embed_dim = module.fc1.in_features
+            init.normal_(module.fc1.weight, std=(2 * embed_dim) ** -0.5 * factor)
+            init.normal_(module.fc2.weight, std=embed_dim**-0.5 * (2 * num_layers) ** -0.5 * factor)
+        elif isinstance(module, ILAEncoderLayer):
+            for projection in (module.aligned_tokens_proj, module.interaction_tokens_proj):
+                init.zeros_(projection.weight)
+                init.zeros_(projection.bias)
+        elif isinstance(module, ILAAlignment):
+            init.copy_(module.grid, torch.linspace(-1.0, 1.0, module.grid_size))
+            init.copy_(module.jitter_directions, module._unit_jitter_directions())
+            init.constant_(module.jitter_delta, self.config.jitter_delta)
+        elif isinstance(module, ILAPointPredictor):
+            init.zeros_(module.pair_fc2.weight)
+            init.zeros_(module.pair_fc2.bias)
+        elif isinstance(module, ILAMultiFrameIntegrationTransformer):
+            init.trunc_normal_(module.position_embedding, std=0.02)
+        elif isinstance(module, ILAPromptGenerator):
+            init.constant_(module.alpha, self.config.prompt_alpha)
+        elif isinstance(module, ILATextHead):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+            init.zeros_(module.class_embeddings)
+        elif isinstance(module, ILAVideoModel):
+            init.normal_(module.visual_projection.weight, std=self.config.hidden_size**-0.5 * factor)
+
+
+class ILAVideoModel(ILAPreTrainedModel):
+    """
+    The ILA video encoder: CLIP embeddings, ILA encoder layers over frames folded into the batch, `post_layernorm`
+    on each frame's class token and the visual projection. Module names match transformers'
+    `CLIPVisionModelWithProjection`, so CLIP vision weights load by name.
+    """
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__(config)
+        self.embeddings = CLIPVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.encoder = ILAEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+        if config.freeze_backbone:
+            self.freeze_clip_backbone()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def clip_backbone_parameters(self):
+        """Yield (name, parameter) for every CLIP weight: the part that `freeze_backbone` freezes."""
+        clip_modules = [self.embeddings, self.pre_layrnorm, self.post_layernorm, self.visual_projection]
+        for layer in self.encoder.layers:
+            clip_modules += [layer.self_attn, layer.layer_norm1, layer.mlp, layer.layer_norm2]
+        clip_parameters = {id(p) for module in clip_modules for p in module.parameters()}
+        for name, parameter in self.named_parameters():
+            if id(parameter) in clip_parameters:
+                yield name, parameter
+
+    def freeze_clip_backbone(self, frozen: bool = True) -> None:
+        """Stop (or restart) gradients into the CLIP weights, as in the released recipe."""
+        for _, parameter in self.clip_backbone_parameters():
+            parameter.requires_grad_(not frozen)
+
+    def set_jitter_delta(self, delta: float) -> None:
+        """Set the training-time jitter size of every layer's alignment masks ("align decay" halves it)."""
+        for layer in self.encoder.layers:
+            layer.alignment.jitter_delta.fill_(delta)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        config = self.config
+        expected = (config.num_frames, config.num_channels, config.image_size, config.image_size)
+        if pixel_values.ndim != 5 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"Expected pixel_values of shape (batch_size, num_frames={expected[0]}, num_channels={expected[1]}, "
+                f"height={expected[2]}, width={expected[3]}), got {tuple(pixel_values.shape)}. The model was built "
+                f"for {config.num_frames} frames of {config.image_size}x{config.image_size}; sample and resize "
+                "videos to match (ILAVideoProcessor does)."
+            )
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> ILAVideoModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
+            Normalised video frames, e.g. from [`ILAVideoProcessor`].
+        """
+        self.check_pixel_values(pixel_values)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        batch_size, num_frames = pixel_values.shape[:2]
+        unfold_frames = lambda tokens: tokens.unflatten(0, (batch_size, num_frames))  # noqa: E731
+
+        hidden_states = self.pre_layrnorm(self.embeddings(pixel_values.flatten(0, 1)))  # (B*T, L, D)
+        all_hidden_states = (unfold_frames(hidden_states),) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        alignment_losses, layer_points = [], []
+        for layer in self.encoder.layers:
+            hidden_states, attn_weights, alignment_loss, points = layer(
+                hidden_states, output_attentions=output_attentions, **kwargs
+            )
+            alignment_losses.append(alignment_loss)
+            layer_points.append(points)
+            if output_hidden_states:
+                all_hidden_states += (unfold_frames(hidden_states),)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+
+        frame_embeds = self.visual_projection(self.post_layernorm(hidden_states[:, 0]))  # (B*T, E)
+        return ILAVideoModelOutput(
+            last_hidden_state=unfold_frames(hidden_states),
+            frame_embeds=unfold_frames(frame_embeds),
+            alignment_loss=torch.stack(alignment_losses).sum(),
+            interactive_points=torch.stack(layer_points, dim=1),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+class ILAMultiFrameIntegrationTransformer(nn.Module):
+    """MIT: z = e + pos; k pre-LN residual attention blocks; z = z + e. (B, T, E) -> (B, T, E)."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        embed_dim = config.projection_dim
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_frames, embed_dim))
+        self.layers = nn.ModuleList(
+            [ILATransformerLayer(config, embed_dim, embed_dim // 64, 4 * embed_dim) for _ in range(config.mit_layers)]
+        )
+
+    def forward(self, frame_embeds: torch.Tensor) -> torch.Tensor:
+        hidden_states = frame_embeds + self.position_embedding
+        for layer in self.layers:
+            hidden_states, _ = layer(hidden_states)
+        return hidden_states + frame_embeds
+
+
+class ILALinearHead(nn.Module):
+    """Released SSv2 head: logits = Linear(Dropout(LN(v / ||v||)))."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.projection_dim, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.projection_dim, config.num_labels)
+
+    def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """video_embeds (B, E); patch_tokens unused (the text head needs them) -> logits (B, K)."""
+        return self.classifier(self.dropout(self.norm(F.normalize(video_embeds, dim=-1))))
+
+
+class ILAPromptGeneratorLayer(nn.Module):
+    """c = c + CrossAttn(LN(c), context); c = c + MLP(LN(c))."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        embed_dim = config.projection_dim
+        self.norm1 = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.cross_attn = ILAAttention(config, embed_dim, embed_dim // 64, qkv_bias=False)
+        self.norm3 = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.mlp = ILAMLP(config, embed_dim, 4 * embed_dim)
+
+    def forward(self, class_embeds: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        class_embeds = class_embeds + self.cross_attn(self.norm1(class_embeds), context)[0]
+        return class_embeds + self.mlp(self.norm3(class_embeds))
+
+
+class ILAPromptGenerator(nn.Module):
+    """Video-specific prompts: class embeddings (B, K, E) attend to the visual context (B, N, E)."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        embed_dim = config.projection_dim
+        self.norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList([ILAPromptGeneratorLayer(config) for _ in range(config.prompt_layers)])
+        self.alpha = nn.Parameter(torch.full((embed_dim,), config.prompt_alpha))
+
+    def forward(self, class_embeds: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        context = self.norm(context)
+        for layer in self.layers:
+            class_embeds = layer(class_embeds, context)
+        return self.alpha * class_embeds
+
+
+class ILATextHead(nn.Module):
+    """
+    Released K400 head (X-CLIP style): cosine similarity between the video embedding and the class text embeddings,
+    each refined by prompts generated from the video's last-layer patch tokens. The class text embeddings are a
+    persistent buffer, filled once by [`ILAForVideoClassification.set_class_names`].
+    """
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__()
+        self.visual_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.visual_proj = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.prompt_generator = ILAPromptGenerator(config)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.register_buffer("class_embeddings", torch.zeros(config.num_labels, config.projection_dim))
+
+    def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """video_embeds (B, E), patch_tokens (B, T, N, D) -> logits (B, K)."""
+        context = self.visual_proj(self.visual_norm(patch_tokens)).mean(dim=1)  # (B, N, E)
+        class_embeds = self.class_embeddings.expand(video_embeds.shape[0], -1, -1)  # (B, K, E)
+        class_embeds = class_embeds + self.prompt_generator(class_embeds, context)
+        similarity = torch.einsum(
+            "be,bke->bk", F.normalize(video_embeds, dim=-1), F.normalize(class_embeds, dim=-1)
+        )
+        return self.logit_scale.exp() * similarity
+
+
+class ILAForVideoClassification(ILAPreTrainedModel):
+    """ILA video encoder + multi-frame integration transformer + a linear or text head."""
+
+    def __init__(self, config: ILAVideoConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ila = ILAVideoModel(config)
+        self.mit = ILAMultiFrameIntegrationTransformer(config)
+        self.head = ILATextHead(config) if config.head == "text" else ILALinearHead(config)
+        self.post_init()
+
+    @classmethod
+    def from_clip(cls, clip_name_or_path: str, **config_kwargs) -> "ILAForVideoClassification":
+        """
+        Initialise ILA from any transformers CLIP checkpoint (a `CLIPModel` or `CLIPVisionModel[WithProjection]`,
+        local folder or Hub id): CLIP's vision weights load by name, every ILA module gets its release
+        initialisation, so the fresh model's per-frame embeddings equal CLIP's image embeddings.
+
+        Example:
+            `ILAForVideoClassification.from_clip("openai/clip-vit-base-patch16", num_frames=8,
+            id2label={0: "a", 1: "b"}, head="linear")`
+        """
+        from transformers import AutoConfig, CLIPVisionModelWithProjection
+
+        hub_kwargs = {key: config_kwargs.pop(key) for key in ("revision", "token", "cache_dir") if key in config_kwargs}
+        dtype = config_kwargs.pop("dtype", None)
+        clip = CLIPVisionModelWithProjection.from_pretrained(clip_name_or_path, dtype=dtype, **hub_kwargs)
+        clip_config = AutoConfig.from_pretrained(clip_name_or_path, **hub_kwargs)
+        config = ILAVideoConfig.from_clip_vision_config(clip_config, **config_kwargs)
+        model = cls(config)
+        clip_state = {name.removeprefix("vision_model."): tensor for name, tensor in clip.state_dict().items()}
+        missing, unexpected = model.ila.load_state_dict(clip_state, strict=False)
+        clip_names = {name for name, _ in model.ila.clip_backbone_parameters()}
+        if unexpected or clip_names & set(missing):
+            raise ValueError(
+                f"{clip_name_or_path} does not match ILA's CLIP backbone: missing {sorted(clip_names & set(missing))}, "
+                f"unexpected {sorted(unexpected)}."
+            )
+        return model.to(clip.dtype)
+
+    def set_jitter_delta(self, delta: float) -> None:
+        self.ila.set_jitter_delta(delta)
+
+    @torch.no_grad()
+    def set_class_names(self, class_names: list[str], clip_text_model_or_path, tokenizer=None, template="{}"):
+        """
+        Fill the text head's class embeddings by running a CLIP text tower once on the class names, and set
+        `config.id2label` / `label2id`. Inference afterwards needs no text tower.
+
+        Args:
+            class_names: K names, in label-id order.
+            clip_text_model_or_path: a `CLIPTextModelWithProjection` / `CLIPModel`, or a folder / Hub id of one.
+            tokenizer: a CLIP tokenizer; loaded from `clip_text_model_or_path` when it is a path.
+            template: format string applied to each name ("{}" in the released K400 recipe).
+        """
+        from transformers import AutoTokenizer, CLIPModel, CLIPTextModelWithProjection
+
+        if self.config.head != "text":
+            raise ValueError(f"set_class_names needs the text head, but this model has head={self.config.head!r}.")
+        if isinstance(clip_text_model_or_path, str):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(clip_text_model_or_path)
+            text_model = CLIPTextModelWithProjection.from_pretrained(clip_text_model_or_path)
+        else:
+            text_model = clip_text_model_or_path
+        if tokenizer is None:
+            raise ValueError("A tokenizer is needed when the text model is given as a model object.")
+        tokens = tokenizer([template.format(name) for name in class_names], padding=True, return_tensors="pt")
+        text_model = text_model.to(self.device).eval()
+        tokens = tokens.to(self.device)
+        if isinstance(text_model, CLIPModel):
+            class_embeddings = text_model.get_text_features(**tokens).pooler_output
+        else:
+            class_embeddings = text_model(**tokens).text_embeds
+        if class_embeddings.shape[-1] != self.config.projection_dim:
+            raise ValueError(
+                f"The text tower embeds into {class_embeddings.shape[-1]} dims, the video model into "
+                f"{self.config.projection_dim}; use the CLIP text tower that matches the vision backbone."
+            )
+        self.head.class_embeddings = class_embeddings.to(self.head.class_embeddings.dtype)
+        self.config.id2label = dict(enumerate(class_names))
+        self.config.label2id = {name: index for index, name in enumerate(class_names)}
+        self.num_labels = len(class_names)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> ILAVideoClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
+            Normalised video frames, e.g. from [`ILAVideoProcessor`].
+        labels (`torch.LongTensor` of shape `(batch_size,)` or `torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Class indices, or soft targets (mixup / cutmix / label smoothing) summing to 1 per row.
+        """
+        outputs = self.ila(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        video_embeds = self.mit(outputs.frame_embeds).mean(dim=1)  # (B, E)
+        logits = self.head(video_embeds, outputs.last_hidden_state[:, :, 1:])
+
+        loss = classification_loss = None
+        if labels is not None:
+            classification_loss = F.cross_entropy(logits.float(), labels.to(logits.device))
+            loss = classification_loss + self.config.alignment_loss_weight * outputs.alignment_loss
+
+        return ILAVideoClassifierOutput(
+            loss=loss,
+            logits=logits,
+            classification_loss=classification_loss,
+            alignment_loss=outputs.alignment_loss,
+            video_embeds=video_embeds,
+            frame_embeds=outputs.frame_embeds,
+            interactive_points=outputs.interactive_points,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "ILAForVideoClassification",
+    "ILAPreTrainedModel",
+    "ILAVideoClassifierOutput",
+    "ILAVideoModel",
+    "ILAVideoModelOutput",
+]
