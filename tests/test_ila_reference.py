@@ -14,7 +14,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from ila_reference import (
+from tests.ila_reference import (
     alignment_mask,
     clip_image_embeddings,
     encode_text,
@@ -22,7 +22,7 @@ from ila_reference import (
     reference_forward,
     tokenize_class_names,
 )
-from released_checkpoint import released_state_dict
+from tests.released_checkpoint import released_state_dict
 
 TOKENIZER_DIR = "/work/shared/clip_tokenizer"
 SIZES = dict(width=128, layers=2, patch_size=16, image_size=64, num_frames=4, embed_dim=64)
