@@ -8,6 +8,22 @@ from transformers import CLIPVisionConfig
 
 INTERACTION_VARIANTS = ("depthwise", "conv")
 HEADS = ("linear", "text")
+# The architecture settings of a CLIP vision tower, copied by `from_clip_vision_config`.
+CLIP_VISION_SETTINGS = (
+    "hidden_size",
+    "intermediate_size",
+    "projection_dim",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_channels",
+    "image_size",
+    "patch_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "attention_dropout",
+    "initializer_range",
+    "initializer_factor",
+)
 
 
 @strict
@@ -92,7 +108,7 @@ class ILAVideoConfig(CLIPVisionConfig):
             raise TypeError(
                 f"Expected a CLIPVisionConfig or CLIPConfig, got {type(clip_config).__name__}."
             )
-        clip_settings = {name: getattr(vision_config, name) for name in CLIPVisionConfig.__dataclass_fields__}
+        clip_settings = {name: getattr(vision_config, name) for name in CLIP_VISION_SETTINGS}
         projection_dim = getattr(clip_config, "projection_dim", None) or vision_config.projection_dim
         return cls(**{**clip_settings, "projection_dim": projection_dim, **kwargs})
 
