@@ -33,3 +33,30 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 def clip_tokenizer_dir() -> Path:
     """CLIP's real BPE tokenizer, shipped in shared/ for offline tests."""
     return SHARED_DIR / "clip_tokenizer"
+
+
+# ---------------------------------------------------------------- training
+TRAINING_CLASSES = ("archery", "bowling", "cycling", "diving", "juggling", "rowing")
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dataset(tmp_path_factory) -> Path:
+    """
+    12 real mp4 videos (6 classes x 2, 16 frames of 64x48) in both layouts the data module reads:
+    `videos/<class>/<class>_<i>.mp4` (one folder per class), `train.txt` (all 12, released `path label_id`
+    format), `val.txt` (7 of them: an odd count) and `labels.csv` (`id,name`).
+    """
+    from tests.videos import write_video
+
+    root = tmp_path_factory.mktemp("tiny_videos")
+    lines = []
+    for label, name in enumerate(TRAINING_CLASSES):
+        (root / "videos" / name).mkdir(parents=True)
+        for copy in range(2):
+            relative = f"videos/{name}/{name}_{copy}.mp4"
+            write_video(root / relative, num_frames=16, width=64, height=48)
+            lines.append(f"{relative} {label}")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    (root / "val.txt").write_text("\n".join(lines[::2] + lines[1:2]) + "\n")
+    (root / "labels.csv").write_text("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(TRAINING_CLASSES)))
+    return root

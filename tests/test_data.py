@@ -1,0 +1,240 @@
+"""ila_hf.data: datasets from list files and class folders, lazy clip decoding, collation, Mixup/CutMix."""
+
+import numpy as np
+import pytest
+import torch
+
+from ila_hf.data import (
+    MixupCutmix,
+    VideoClassificationCollator,
+    VideoClipTransform,
+    build_dataset,
+    clip_seed,
+    cutmix_box,
+    dataset_from_class_folders,
+    dataset_from_video_list,
+    read_label_names,
+    read_video_list,
+    smooth_one_hot,
+)
+from ila_hf.sampling import segment_indices
+from tests.conftest import TRAINING_CLASSES
+from tests.videos import read_indices
+
+
+def frames_as_tensor(frames, generator):
+    """A clip transform that keeps the decoded pixels, so tests can read the frame indices back."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+
+
+def decoded_indices(clip: torch.Tensor) -> list[int]:
+    return read_indices(clip.permute(0, 2, 3, 1).numpy().astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------------ files
+def test_label_names_from_released_csv_keep_commas_in_quoted_names(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text('id,name\n0,Approaching something\n1,"Laying something on its side, not upright"\n')
+    assert read_label_names(path) == ["Approaching something", "Laying something on its side, not upright"]
+
+
+def test_label_names_from_text_file_one_per_line(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("abseiling\nair drumming\n\n")
+    assert read_label_names(path) == ["abseiling", "air drumming"]
+
+
+def test_label_names_csv_with_gap_in_ids_is_refused(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("0,a\n2,b\n")
+    with pytest.raises(ValueError, match="without gaps"):
+        read_label_names(path)
+
+
+def test_video_list_resolves_paths_against_video_root_and_allows_spaces(tmp_path):
+    list_file = tmp_path / "lists" / "train.txt"
+    list_file.parent.mkdir()
+    list_file.write_text("a/clip one.mp4 3\n# comment\n\nb/two.mp4 0\n")
+    paths, labels = read_video_list(list_file, video_root=tmp_path / "root")
+    assert paths == [str((tmp_path / "root" / "a" / "clip one.mp4").resolve()), str((tmp_path / "root/b/two.mp4").resolve())]
+    assert labels == [3, 0]
+
+
+def test_video_list_line_without_label_is_refused(tmp_path):
+    list_file = tmp_path / "train.txt"
+    list_file.write_text("a.mp4 1\nb.mp4\n")
+    with pytest.raises(ValueError, match="train.txt:2"):
+        read_video_list(list_file)
+
+
+def test_dataset_from_list_file_has_path_and_class_label_columns(tiny_video_dataset):
+    dataset = dataset_from_video_list(tiny_video_dataset / "train.txt", tiny_video_dataset / "labels.csv")
+    assert len(dataset) == 12
+    assert dataset.features["label"].names == list(TRAINING_CLASSES)
+    assert dataset[3]["label"] == 1
+    assert dataset[3]["video"] == str(tiny_video_dataset / "videos" / "bowling" / "bowling_1.mp4")
+
+
+def test_dataset_from_list_file_refuses_label_ids_beyond_the_names(tiny_video_dataset):
+    with pytest.raises(ValueError, match="outside"):
+        dataset_from_video_list(tiny_video_dataset / "train.txt", ["only", "two"])
+
+
+def test_dataset_from_class_folders_uses_sorted_folder_names(tiny_video_dataset):
+    dataset = dataset_from_class_folders(tiny_video_dataset / "videos")
+    assert dataset.features["label"].names == sorted(TRAINING_CLASSES)
+    assert len(dataset) == 12
+    assert all(f"/{TRAINING_CLASSES[row['label']]}/" in row["video"] for row in dataset)
+
+
+def test_dataset_from_class_folders_takes_given_class_ids(tiny_video_dataset):
+    names = list(reversed(TRAINING_CLASSES))
+    dataset = dataset_from_class_folders(tiny_video_dataset / "videos", class_names=names)
+    assert dataset.features["label"].names == names
+    assert {row["label"] for row in dataset if "/archery/" in row["video"]} == {5}
+
+
+def test_dataset_from_class_folders_refuses_folders_outside_the_class_names(tiny_video_dataset):
+    with pytest.raises(ValueError, match="not among"):
+        dataset_from_class_folders(tiny_video_dataset / "videos", class_names=["archery"])
+
+
+def test_build_dataset_reads_a_folder_as_classes_and_a_file_as_a_list(tiny_video_dataset):
+    assert len(build_dataset(tiny_video_dataset / "videos")) == 12
+    assert len(build_dataset(tiny_video_dataset / "val.txt", label_names=tiny_video_dataset / "labels.csv")) == 7
+    with pytest.raises(ValueError, match="label_names"):
+        build_dataset(tiny_video_dataset / "val.txt")
+
+
+# ------------------------------------------------------------------------------------------------------ clips
+def test_evaluation_clips_take_the_middle_frame_of_every_segment(tiny_video_dataset):
+    dataset = build_dataset(tiny_video_dataset / "videos")
+    dataset = dataset.with_transform(VideoClipTransform(frames_as_tensor, num_frames=4, training=False))
+    item = dataset[0]
+    assert item["pixel_values"].shape == (4, 3, 48, 64)
+    assert decoded_indices(item["pixel_values"]) == segment_indices(16, 4).tolist() == [2, 6, 9, 13]
+
+
+def test_training_clips_are_random_per_segment_and_reproducible_from_seed_epoch_and_path(tiny_video_dataset):
+    plain = build_dataset(tiny_video_dataset / "videos")
+    path = plain[0]["video"]
+    transform = VideoClipTransform(frames_as_tensor, num_frames=4, training=True, seed=7)
+    dataset = plain.with_transform(transform)
+
+    def indices_at(epoch):
+        transform.set_epoch(epoch)
+        return decoded_indices(dataset[0]["pixel_values"])
+
+    first = indices_at(0)
+    expected = segment_indices(16, 4, random=True, generator=np.random.default_rng(clip_seed(7, 0, path)))
+    assert first == expected.tolist()
+    assert indices_at(0) == first
+    assert any(indices_at(epoch) != first for epoch in range(1, 6))
+    starts_ends = [(0, 4), (4, 8), (8, 11), (11, 15)]  # seg = 15 / 4, rounded half to even
+    for epoch in range(6):
+        assert all(low <= index <= high for index, (low, high) in zip(indices_at(epoch), starts_ends))
+
+
+def test_training_clip_transform_gets_a_generator_seeded_by_the_clip_seed(tiny_video_dataset):
+    seen = []
+
+    def record(frames, generator):
+        seen.append(generator.initial_seed() if generator is not None else None)
+        return frames_as_tensor(frames, generator)
+
+    dataset = build_dataset(tiny_video_dataset / "videos")
+    training = VideoClipTransform(record, num_frames=4, training=True, seed=3)
+    item = dataset.with_transform(training)[5]
+    assert seen == [item["clip_seed"]] == [clip_seed(3, 0, dataset[5]["video"])]
+    dataset.with_transform(VideoClipTransform(record, num_frames=4, training=False))[5]
+    assert seen[-1] is None
+
+
+def test_clip_seed_depends_on_seed_epoch_and_video():
+    seeds = {clip_seed(0, 0, "a.mp4"), clip_seed(1, 0, "a.mp4"), clip_seed(0, 1, "a.mp4"), clip_seed(0, 0, "b.mp4")}
+    assert len(seeds) == 4
+    assert clip_seed(0, 0, "a.mp4") == clip_seed(0, 0, "a.mp4")
+
+
+# ------------------------------------------------------------------------------------------------------ collation
+def test_collator_stacks_clips_and_class_ids():
+    examples = [{"pixel_values": torch.full((4, 3, 8, 8), float(i)), "labels": i, "clip_seed": i} for i in range(3)]
+    batch = VideoClassificationCollator()(examples)
+    assert batch["pixel_values"].shape == (3, 4, 3, 8, 8)
+    assert batch["labels"].tolist() == [0, 1, 2]
+    assert batch["labels"].dtype == torch.long
+
+
+def test_collator_with_label_smoothing_only_gives_smoothed_targets():
+    examples = [{"pixel_values": torch.zeros(2, 3, 4, 4), "labels": 1}]
+    batch = VideoClassificationCollator(label_smoothing=0.1, num_labels=4)(examples)
+    assert torch.allclose(batch["labels"], torch.tensor([[0.025, 0.925, 0.025, 0.025]]))
+
+
+def test_smooth_one_hot_rows_sum_to_one():
+    targets = smooth_one_hot(torch.tensor([0, 3]), 5, 0.1)
+    assert torch.allclose(targets.sum(-1), torch.ones(2))
+    assert targets[0, 0].item() == pytest.approx(0.92)
+    assert targets[0, 1].item() == pytest.approx(0.02)
+
+
+def test_mixup_matches_a_manual_computation():
+    mix = MixupCutmix(num_labels=3, mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1)
+    pixel_values = torch.randn(4, 2, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 1])
+    mixed, targets = mix(pixel_values, labels, np.random.default_rng(11))
+
+    rng = np.random.default_rng(11)
+    assert rng.random() < 1.0  # the mix_prob draw
+    lam = rng.beta(0.8, 0.8)
+    smoothed = torch.full((4, 3), 0.1 / 3)
+    smoothed[torch.arange(4), labels] = 0.9 + 0.1 / 3
+    assert torch.allclose(mixed, lam * pixel_values + (1 - lam) * pixel_values.flip(0))
+    assert torch.allclose(targets, lam * smoothed + (1 - lam) * smoothed.flip(0))
+    assert torch.allclose(targets.sum(-1), torch.ones(4))
+
+
+def test_cutmix_pastes_one_box_into_every_frame_and_weights_labels_by_its_area():
+    mix = MixupCutmix(num_labels=2, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)
+    pixel_values = torch.stack([torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)])
+    mixed, targets = mix(pixel_values, torch.tensor([0, 1]), np.random.default_rng(5))
+
+    rng = np.random.default_rng(5)
+    rng.random()
+    lam = rng.beta(1.0, 1.0)
+    top, bottom, left, right = cutmix_box(16, 16, lam, rng)
+    area = (bottom - top) * (right - left)
+    assert area > 0
+    box = torch.zeros(16, 16, dtype=torch.bool)
+    box[top:bottom, left:right] = True
+    for frame in mixed[0]:  # video 0 got video 1's pixels inside the box, in every frame and channel
+        assert torch.equal(frame == 1, box.expand(3, -1, -1))
+    corrected = 1 - area / 256
+    assert torch.allclose(targets, torch.tensor([[corrected, 1 - corrected], [1 - corrected, corrected]]))
+
+
+def test_mixup_and_cutmix_alternate_by_switch_probability_and_targets_always_sum_to_one():
+    mix = MixupCutmix(num_labels=5)
+    pixel_values = torch.randn(6, 2, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    kinds = set()
+    for seed in range(20):
+        mixed, targets = mix(pixel_values, labels, np.random.default_rng(seed))
+        assert torch.allclose(targets.sum(-1), torch.ones(6))
+        assert targets.min() > 0  # smoothing leaves no zero
+        changed = (mixed != pixel_values).flatten(2)  # (B, T, ...)
+        # Mixup changes every pixel, CutMix only a box; either way, all frames of a clip alike.
+        kinds.add("cutmix" if not changed.all() else "mixup")
+        assert torch.equal(changed[:, 0], changed[:, 1])
+    assert kinds == {"mixup", "cutmix"}
+
+
+def test_collator_mixes_deterministically_from_the_clip_seeds():
+    collator = VideoClassificationCollator(MixupCutmix(num_labels=3))
+    examples = [{"pixel_values": torch.randn(2, 3, 8, 8), "labels": i % 3, "clip_seed": 100 + i} for i in range(4)]
+    first, second = collator(examples), collator(examples)
+    assert torch.equal(first["pixel_values"], second["pixel_values"])
+    assert torch.equal(first["labels"], second["labels"])
+    assert first["labels"].shape == (4, 3)
+    reseeded = collator([{**example, "clip_seed": example["clip_seed"] + 1} for example in examples])
+    assert not torch.equal(first["labels"], reseeded["labels"])
