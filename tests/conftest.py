@@ -60,3 +60,26 @@ def tiny_video_dataset(tmp_path_factory) -> Path:
     (root / "val.txt").write_text("\n".join(lines[::2] + lines[1:2]) + "\n")
     (root / "labels.csv").write_text("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(TRAINING_CLASSES)))
     return root
+
+
+# ---------------------------------------------------------------- videos
+# Real files written with PyAV whose frames show their own index (see tests/videos.py).
+from .videos import write_video  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def videos_dir(tmp_path_factory) -> Path:
+    """A session-wide folder for test videos."""
+    return tmp_path_factory.mktemp("videos")
+
+
+@pytest.fixture(scope="session")
+def clip_mp4(videos_dir) -> Path:
+    """60 frames, 64x48, H.264 (with B-frames) in MP4, 25 fps; frame i shows index i."""
+    return write_video(videos_dir / "clip.mp4", 60)
+
+
+@pytest.fixture(scope="session")
+def long_mp4(videos_dir) -> Path:
+    """600 frames (24 s at 25 fps), 64x48, H.264 with a keyframe exactly every 25 frames."""
+    return write_video(videos_dir / "long.mp4", 600, gop_size=25)

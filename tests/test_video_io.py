@@ -1,0 +1,398 @@
+"""PyAV decoding: the right frames (read back from their pixels), little decoding work, clear errors."""
+
+import contextlib
+import io
+import os
+import pickle
+import warnings
+
+import av
+import numpy as np
+import pytest
+
+from ila_hf import video_io
+from ila_hf.sampling import segment_indices
+from ila_hf.video_io import VideoDecodeError, VideoFileMetadata, load_video, read_video_metadata
+
+from .videos import (
+    read_index,
+    read_indices,
+    replace_codec_tag,
+    truncate_copy,
+    write_audio_only,
+    write_mjpeg_with_corrupt_frames,
+    write_random_bytes,
+    write_video,
+)
+
+
+CONTAINERS = [".mp4", ".mov", ".mkv", ".webm", ".avi"]
+
+
+@pytest.fixture(scope="module")
+def container_videos(videos_dir):
+    """30 frames, 64x48, 25 fps, in each container with its usual codec (H.264, VP9, MPEG-4 Part 2)."""
+    return {suffix: write_video(videos_dir / f"thirty{suffix}", 30) for suffix in CONTAINERS}
+
+
+class CountingContainer:
+    """Wraps a PyAV input container and counts the seeks and the video packets demuxed through it."""
+
+    def __init__(self, container):
+        self._container = container
+        self.seeks = 0
+        self.packets = 0
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._container.__exit__(*exc_info)
+
+    def seek(self, *args, **kwargs):
+        self.seeks += 1
+        return self._container.seek(*args, **kwargs)
+
+    def demux(self, *args, **kwargs):
+        for packet in self._container.demux(*args, **kwargs):
+            self.packets += packet.size > 0
+            yield packet
+
+
+@pytest.fixture
+def counting_open(monkeypatch):
+    """Patch `av.open` as `video_io` sees it; returns the list of `CountingContainer`s opened."""
+    opened = []
+    real_open = av.open
+
+    def open_and_count(*args, **kwargs):
+        opened.append(CountingContainer(real_open(*args, **kwargs)))
+        return opened[-1]
+
+    monkeypatch.setattr(video_io.av, "open", open_and_count)
+    return opened
+
+
+# ---------------------------------------------------------------- the right frames
+@pytest.mark.parametrize("suffix", CONTAINERS)
+def test_requested_frames_come_back_in_request_order(container_videos, suffix):
+    frames, metadata = load_video(container_videos[suffix], [0, 7, 13, 29, 7])
+    assert frames.dtype == np.uint8 and frames.shape == (5, 48, 64, 3)
+    assert read_indices(frames) == [0, 7, 13, 29, 7]
+    assert metadata.frames_indices.tolist() == [0, 7, 13, 29, 7]
+
+
+@pytest.mark.parametrize("suffix", CONTAINERS)
+def test_metadata_of_each_container(container_videos, suffix):
+    metadata = read_video_metadata(container_videos[suffix])
+    assert isinstance(metadata, VideoFileMetadata)
+    assert (metadata.width, metadata.height, metadata.fps, metadata.rotation) == (64, 48, 25.0, 0)
+    assert metadata.duration == pytest.approx(1.2, abs=0.05)
+    assert metadata.video_backend == "pyav"
+    if suffix in (".mkv", ".webm"):  # Matroska stores no frame count: duration * fps
+        assert metadata.frame_count_is_estimate and abs(metadata.total_num_frames - 30) <= 1
+    else:
+        assert not metadata.frame_count_is_estimate and metadata.total_num_frames == 30
+
+
+def test_multi_view_indices_keep_their_shape(clip_mp4):
+    indices = np.array([[0, 10, 20], [5, 15, 59]])
+    frames, _ = load_video(clip_mp4, indices)
+    assert frames.shape == (2, 3, 48, 64, 3)
+    assert read_indices(frames) == indices.ravel().tolist()
+
+
+def test_no_indices_decodes_every_frame_and_counts_them_exactly(container_videos):
+    frames, metadata = load_video(container_videos[".webm"])
+    assert read_indices(frames) == list(range(30))
+    assert metadata.total_num_frames == 30 and not metadata.frame_count_is_estimate
+
+
+def test_a_callable_plan_sees_the_metadata(clip_mp4):
+    seen = []
+
+    def plan(metadata):
+        seen.append(metadata.total_num_frames)
+        return segment_indices(metadata.total_num_frames, 8)
+
+    frames, _ = load_video(clip_mp4, plan)
+    assert seen == [60]
+    assert read_indices(frames) == segment_indices(60, 8).tolist()
+
+
+def test_odd_frame_size(videos_dir):
+    path = write_video(videos_dir / "odd.mkv", 5, width=70, height=50)
+    frames, metadata = load_video(path, [4, 0])
+    assert frames.shape == (2, 50, 70, 3) and (metadata.width, metadata.height) == (70, 50)
+    assert read_indices(frames) == [4, 0]
+
+
+def test_one_frame_video(videos_dir):
+    path = write_video(videos_dir / "one.mp4", 1)
+    frames, metadata = load_video(path, lambda metadata: segment_indices(metadata.total_num_frames, 8))
+    assert metadata.total_num_frames == 1
+    assert read_indices(frames) == [0] * 8
+
+
+def test_three_frame_video_repeats_frames_for_an_eight_frame_clip(videos_dir):
+    path = write_video(videos_dir / "three.avi", 3)
+    frames, _ = load_video(path, lambda metadata: segment_indices(metadata.total_num_frames, 8))
+    assert read_indices(frames) == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_an_audio_track_does_not_disturb_video_frames(videos_dir, suffix):
+    path = write_video(videos_dir / f"with_audio{suffix}", 30, audio=True)
+    with av.open(str(path)) as container:
+        assert {stream.type for stream in container.streams} == {"video", "audio"}
+    frames, metadata = load_video(path, [0, 11, 29])
+    assert read_indices(frames) == [0, 11, 29]
+    assert metadata.fps == 25.0
+
+
+def test_variable_frame_rate_gives_the_frame_on_screen_at_each_slot(videos_dir):
+    times_ms = np.array([0, 40, 80, 200, 240, 400, 440, 480, 520, 600])
+    path = write_video(videos_dir / "vfr.mp4", len(times_ms), frame_times_ms=times_ms.tolist())
+    metadata = read_video_metadata(path)
+    slots = np.arange(metadata.total_num_frames)
+    # Slot i is time i / fps; the frame on screen then is the last one shown by then (half a slot of tolerance).
+    expected = np.searchsorted(times_ms, (slots + 0.5) / metadata.fps * 1000, side="right") - 1
+    for seek in (True, False):
+        frames, _ = load_video(path, slots, seek=seek)
+        assert read_indices(frames) == expected.tolist()
+    every_frame, _ = load_video(path)
+    assert read_indices(every_frame) == list(range(len(times_ms)))
+
+
+# ---------------------------------------------------------------- rotation
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_display_matrix_rotation_is_applied(videos_dir, rotation):
+    path = write_video(videos_dir / f"rotated{rotation}.mp4", 10, width=64, height=48, rotation=rotation)
+    with av.open(str(path)) as container:  # the stored frames really are sideways / upside down
+        stored = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert stored.shape[:2] == ((64, 48) if rotation in (90, 270) else (48, 64))
+    frames, metadata = load_video(path, [1, 8])
+    assert metadata.rotation == rotation and (metadata.width, metadata.height) == (64, 48)
+    assert frames.shape == (2, 48, 64, 3)
+    assert read_indices(frames) == [1, 8]
+
+
+def test_legacy_rotate_tag_is_applied(videos_dir):
+    path = write_video(videos_dir / "rotate_tag.mkv", 10, rotate_tag=90)  # clockwise 90 = counter-clockwise 270
+    frames, metadata = load_video(path, [3])
+    assert metadata.rotation == 270
+    assert frames.shape == (1, 48, 64, 3) and read_index(frames[0]) == 3
+
+
+# ---------------------------------------------------------------- seeking
+def test_sparse_plan_on_a_long_video_seeks_instead_of_decoding_everything(long_mp4, counting_open):
+    indices = segment_indices(600, 8)
+    frames, metadata = load_video(long_mp4, indices)
+    assert read_indices(frames) == indices.tolist()
+    container = counting_open[-1]
+    # Keyframes every 25 frames: each wanted frame costs at most its GOP, plus one frame of look-ahead.
+    assert container.seeks >= 7
+    assert container.packets <= 8 * 26 and metadata.num_decoded_frames <= 8 * 26
+
+
+def test_without_seeking_every_frame_up_to_the_last_wanted_one_is_decoded(long_mp4, counting_open):
+    frames, metadata = load_video(long_mp4, segment_indices(600, 8), seek=False)
+    assert read_indices(frames) == segment_indices(600, 8).tolist()
+    assert counting_open[-1].seeks == 0
+    assert metadata.num_decoded_frames >= segment_indices(600, 8)[-1]
+
+
+def test_dense_plan_decodes_forward_after_one_seek(long_mp4, counting_open):
+    frames, metadata = load_video(long_mp4, np.arange(310, 318))
+    assert read_indices(frames) == list(range(310, 318))
+    assert counting_open[-1].seeks == 1
+    assert metadata.num_decoded_frames <= 25
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_seeking_lands_on_exact_frames_around_keyframes(videos_dir, suffix):
+    # Frames just before a keyframe are the ones B-frame reordering gets wrong when a seek lands late.
+    path = write_video(videos_dir / f"gop25{suffix}", 300, gop_size=25)
+    indices = np.array([1, 23, 24, 49, 50, 98, 124, 125, 199, 224, 249, 275, 299])
+    frames, _ = load_video(path, indices)
+    assert read_indices(frames) == indices.tolist()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        indices = np.sort(rng.choice(300, size=8, replace=False))
+        frames, _ = load_video(path, indices)
+        assert read_indices(frames) == indices.tolist()
+
+
+# ---------------------------------------------------------------- damaged input
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoDecodeError, match=r"missing\.mp4: no such file"):
+        load_video(tmp_path / "missing.mp4", [0])
+
+
+def test_directory(tmp_path):
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(VideoDecodeError, match=r"folder\.mp4: not a regular file"):
+        read_video_metadata(tmp_path / "folder.mp4")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.mp4").touch()
+    with pytest.raises(VideoDecodeError, match=r"empty\.mp4: empty file"):
+        load_video(tmp_path / "empty.mp4", [0])
+
+
+def test_random_bytes(tmp_path):
+    path = write_random_bytes(tmp_path / "noise.mp4")
+    with pytest.raises(VideoDecodeError, match=r"noise\.mp4: not a readable video container"):
+        load_video(path, [0])
+
+
+def test_truncated_mp4_without_its_index(clip_mp4, tmp_path):
+    path = truncate_copy(clip_mp4, tmp_path / "cut.mp4", 0.5)  # the moov atom is at the end: gone
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4: not a readable video container"):
+        load_video(path, [0])
+
+
+def test_truncated_mp4_with_its_index_first_serves_what_remains_and_warns(videos_dir, tmp_path):
+    source = write_video(videos_dir / "faststart.mp4", 60, noise=40, container_options={"movflags": "faststart"})
+    path = truncate_copy(source, tmp_path / "cut_faststart.mp4", 0.6)
+    with pytest.warns(UserWarning, match=r"cut_faststart\.mp4: the stream ends at frame (\d+) but frame 59"):
+        frames, metadata = load_video(path, [5, 59])
+    assert metadata.total_num_frames == 60  # what the header claims
+    assert read_index(frames[0]) == 5
+    assert 10 < read_index(frames[1]) < 59  # the last frame that survived
+
+
+def test_audio_only_file(tmp_path):
+    path = write_audio_only(tmp_path / "song.m4a")
+    with pytest.raises(VideoDecodeError, match=r"song\.m4a: no video stream \(streams found: audio\)"):
+        load_video(path, [0])
+
+
+def test_codec_without_a_decoder(videos_dir, tmp_path):
+    source = write_video(videos_dir / "mpeg4.avi", 10)
+    path = replace_codec_tag(source, tmp_path / "unknown_codec.avi", b"FMP4", b"QQ9Z")
+    with pytest.raises(VideoDecodeError, match=r"unknown_codec\.avi: no decoder for the video codec"):
+        load_video(path, [0])
+
+
+def test_a_corrupt_frame_in_the_middle_is_replaced_by_a_neighbour_with_a_warning(tmp_path):
+    path = write_mjpeg_with_corrupt_frames(tmp_path / "glitch.avi", 20, [10])
+    for seek in (True, False):
+        with pytest.warns(UserWarning, match=r"glitch\.avi: skipped 1 undecodable packet"):
+            frames, _ = load_video(path, [9, 10, 11], seek=seek)
+        got = read_indices(frames)
+        assert got[0] == 9 and got[1] in (9, 11) and got[2] == 11
+
+
+def test_no_decodable_frame_is_an_error_not_a_black_clip(tmp_path):
+    path = write_mjpeg_with_corrupt_frames(tmp_path / "all_bad.avi", 5, [0, 1, 2, 3, 4])
+    with pytest.raises(VideoDecodeError, match=r"all_bad\.avi: no decodable video frames"):
+        load_video(path, [0])
+
+
+def test_container_opening_has_a_timeout(clip_mp4, monkeypatch):
+    timeouts = []
+    real_open = av.open
+
+    def spy_open(*args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(video_io.av, "open", spy_open)
+    load_video(clip_mp4, [0], timeout=7.5)
+    read_video_metadata(clip_mp4)
+    assert timeouts == [7.5, video_io.DEFAULT_TIMEOUT]
+
+
+def test_a_read_timeout_becomes_a_decode_error(clip_mp4, monkeypatch):
+    def timed_out(*args, **kwargs):
+        raise av.error.ExitError(-1414092869, "Immediate exit requested")
+
+    monkeypatch.setattr(video_io.av, "open", timed_out)
+    with pytest.raises(VideoDecodeError, match=r"clip\.mp4: timed out after 30\.0 s while opening"):
+        load_video(clip_mp4, [0])
+
+
+def test_decode_errors_survive_pickling_for_dataloader_workers():
+    error = pickle.loads(pickle.dumps(VideoDecodeError("clip.mp4: no video stream")))
+    assert isinstance(error, VideoDecodeError) and str(error) == "clip.mp4: no video stream"
+
+
+# ---------------------------------------------------------------- index validation
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ([0, 60], r"must lie in \[0, 59\] for this 60-frame video, got values in \[0, 60\]"),
+        ([-1], r"must lie in \[0, 59\]"),
+        (np.array([0.0, 1.0]), "must be integers, got dtype float64"),
+        ([], "at least one frame index"),
+    ],
+)
+def test_invalid_indices_are_rejected(clip_mp4, indices, message):
+    with pytest.raises(ValueError, match=message):
+        load_video(clip_mp4, indices)
+
+
+# ---------------------------------------------------------------- URLs
+class FakeResponse:
+    def __init__(self, content: bytes, status_code: int = 200):
+        self.content = content
+        self.status_code = status_code
+
+    def raise_for_status(self):
+        if self.status_code != 200:
+            request = video_io.httpx.Request("GET", "https://example.com/clip.mp4")
+            response = video_io.httpx.Response(self.status_code, request=request)
+            raise video_io.httpx.HTTPStatusError("404 Not Found", request=request, response=response)
+
+    def iter_bytes(self, chunk_size):
+        stream = io.BytesIO(self.content)
+        while chunk := stream.read(chunk_size):
+            yield chunk
+
+
+@pytest.fixture
+def fake_http(monkeypatch):
+    """Serve `fake_http.content` for any URL through `httpx.stream`; records the calls."""
+
+    class Server:
+        content = b""
+        status_code = 200
+        calls = []
+
+    @contextlib.contextmanager
+    def stream(method, url, **kwargs):
+        Server.calls.append((method, url, kwargs))
+        yield FakeResponse(Server.content, Server.status_code)
+
+    monkeypatch.setattr(video_io.httpx, "stream", stream)
+    return Server
+
+
+def test_url_is_downloaded_to_a_temporary_file_then_removed(clip_mp4, fake_http, monkeypatch):
+    fake_http.content = clip_mp4.read_bytes()
+    opened_paths = []
+    real_open = av.open
+    monkeypatch.setattr(video_io.av, "open", lambda path, **kwargs: opened_paths.append(path) or real_open(path, **kwargs))
+    frames, metadata = load_video("https://example.com/videos/clip.mp4?sig=abc", [3, 40])
+    assert read_indices(frames) == [3, 40] and metadata.total_num_frames == 60
+    method, url, kwargs = fake_http.calls[0]
+    assert (method, url, kwargs["follow_redirects"]) == ("GET", "https://example.com/videos/clip.mp4?sig=abc", True)
+    assert opened_paths[0].endswith(".mp4") and not os.path.exists(opened_paths[0])
+
+
+def test_failed_download_names_the_url(fake_http):
+    fake_http.status_code = 404
+    with pytest.raises(VideoDecodeError, match=r"https://example\.com/gone\.mp4: download failed"):
+        load_video("https://example.com/gone.mp4", [0])
+
+
+def test_decoding_is_quiet_on_good_files(container_videos):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in container_videos.values():
+            load_video(path, [0, 29])

@@ -1,0 +1,202 @@
+"""Real test videos written with PyAV, whose frames say which frame they are.
+
+Frame ``i`` shows ``i`` as a 4 x 3 grid of black/white blocks (12 bits, row-major, most
+significant bit first), which survives lossy codecs and chroma subsampling; `read_index` reads it
+back from decoded pixels. So a test can check *which* frames a decoder returned, not only how many.
+"""
+
+import fractions
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+GRID_ROWS, GRID_COLUMNS = 3, 4
+MAX_INDEX = 2 ** (GRID_ROWS * GRID_COLUMNS) - 1
+
+# Container -> (codec, pixel format) used by `write_video` when no codec is given.
+DEFAULT_CODECS = {
+    ".mp4": ("libx264", "yuv420p"),
+    ".mov": ("libx264", "yuv420p"),
+    ".mkv": ("libx264", "yuv420p"),
+    ".webm": ("libvpx-vp9", "yuv420p"),
+    ".avi": ("mpeg4", "yuv420p"),
+}
+
+
+def _block_edges(length: int, parts: int) -> np.ndarray:
+    return np.linspace(0, length, parts + 1).round().astype(int)
+
+
+def index_frame(index: int, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 frame showing ``index`` in the block code."""
+    if not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"index must be in [0, {MAX_INDEX}], got {index}")
+    bits = (index >> np.arange(GRID_ROWS * GRID_COLUMNS)[::-1]) & 1
+    grid = (bits.reshape(GRID_ROWS, GRID_COLUMNS) * 255).astype(np.uint8)
+    rows = np.searchsorted(_block_edges(height, GRID_ROWS), np.arange(height), side="right") - 1
+    columns = np.searchsorted(_block_edges(width, GRID_COLUMNS), np.arange(width), side="right") - 1
+    return np.repeat(grid[rows][:, columns][..., None], 3, axis=2)
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Recover the index from a decoded (H, W, 3) frame: the mean of each block's centre."""
+    height, width = frame.shape[:2]
+    row_edges, column_edges = _block_edges(height, GRID_ROWS), _block_edges(width, GRID_COLUMNS)
+    luma = frame.astype(np.float64).mean(axis=2)
+    bits = []
+    for top, bottom in zip(row_edges[:-1], row_edges[1:]):
+        for left, right in zip(column_edges[:-1], column_edges[1:]):
+            margin_y, margin_x = (bottom - top) // 4, (right - left) // 4
+            block = luma[top + margin_y : bottom - margin_y, left + margin_x : right - margin_x]
+            bits.append(int(block.mean() > 127.5))
+    return int("".join(map(str, bits)), 2)
+
+
+def read_indices(frames: np.ndarray) -> list[int]:
+    """`read_index` of every frame of a (..., H, W, 3) array, flattened in order."""
+    return [read_index(frame) for frame in frames.reshape(-1, *frames.shape[-3:])]
+
+
+def grey_frame(level: int, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 frame of one grey level."""
+    return np.full((height, width, 3), level, dtype=np.uint8)
+
+
+def write_video(
+    path: str | os.PathLike,
+    num_frames: int = 30,
+    *,
+    width: int = 64,
+    height: int = 48,
+    fps: int = 25,
+    codec: str | None = None,
+    pixel_format: str | None = None,
+    gop_size: int | None = None,
+    frame_times_ms: list[int] | None = None,
+    rotation: int | None = None,
+    rotate_tag: int | None = None,
+    audio: bool = False,
+    container_options: dict[str, str] | None = None,
+    frames: np.ndarray | None = None,
+    noise: int = 0,
+) -> Path:
+    """
+    Write a video whose frame ``i`` is ``index_frame(i)`` (or ``frames[i]``) and return its path.
+
+    Args:
+        gop_size: a fixed keyframe interval (scene-cut keyframes disabled for libx264).
+        frame_times_ms: presentation times in milliseconds, for variable-frame-rate video.
+        rotation: display-matrix rotation in degrees counter-clockwise. The stored frames are
+            the upright ones rotated the other way, as a phone camera writes them, so a decoder
+            that honours the matrix gets ``index_frame(i)`` of size ``(height, width)`` back.
+        rotate_tag: the legacy clockwise ``rotate`` stream tag instead (Matroska keeps it).
+        audio: add a silent AAC/Opus/MP3 track after the video track.
+        frames: (N, H, W, 3) uint8 frames to write instead of the index pattern.
+        noise: add seeded uniform noise in ``[-noise, noise]`` (incompressible, so packets are
+            large, as in real video; the index pattern still reads back for ``noise <= 60``).
+    """
+    path = Path(path)
+    default_codec, default_pixel_format = DEFAULT_CODECS.get(path.suffix, ("libx264", "yuv420p"))
+    codec = codec or default_codec
+    upright = frames if frames is not None else np.stack([index_frame(i, height, width) for i in range(num_frames)])
+    if noise:
+        offsets = np.random.default_rng(0).integers(-noise, noise, size=upright.shape, endpoint=True)
+        upright = np.clip(upright.astype(np.int16) + offsets, 0, 255).astype(np.uint8)
+    quarter_turns = 0
+    if rotation is not None:
+        quarter_turns = round(rotation / 90) % 4
+    elif rotate_tag is not None:
+        quarter_turns = round(-rotate_tag / 90) % 4
+    stored = np.rot90(upright, -quarter_turns, axes=(1, 2))
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = stored.shape[1:3]
+        stream.pix_fmt = pixel_format or default_pixel_format
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+            if codec == "libx264":
+                stream.codec_context.options = {"x264-params": f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0"}
+        if frame_times_ms is not None:
+            stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        if rotate_tag is not None:
+            stream.metadata["rotate"] = str(rotate_tag)
+        audio_stream = _add_audio_stream(container, path.suffix) if audio else None
+        for i, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if frame_times_ms is not None:
+                frame.pts, frame.time_base = frame_times_ms[i], fractions.Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if audio_stream is not None:
+            _write_silence(container, audio_stream, seconds=len(stored) / fps)
+    return path
+
+
+def _add_audio_stream(container, suffix: str):
+    codec = {".webm": "libopus", ".avi": "mp3", ".mp3": "mp3"}.get(suffix, "aac")
+    return container.add_stream(codec, rate=48000)
+
+
+def _write_silence(container, stream, seconds: float) -> None:
+    samples_per_frame = stream.codec_context.frame_size or 1024
+    sample_format = stream.codec_context.format.name
+    dtype = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64}[
+        sample_format.removesuffix("p")
+    ]
+    for index in range(max(1, round(seconds * stream.rate / samples_per_frame))):
+        samples = np.zeros((1, samples_per_frame), dtype=dtype)  # mono: same layout planar or packed
+        frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout="mono")
+        frame.rate, frame.pts = stream.rate, index * samples_per_frame
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def write_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> Path:
+    """An .m4a (AAC) or .mp3 file without any video stream."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = _add_audio_stream(container, path.suffix)
+        _write_silence(container, stream, seconds)
+    return path
+
+
+def write_random_bytes(path: str | os.PathLike, num_bytes: int = 4096, seed: int = 0) -> Path:
+    path = Path(path)
+    path.write_bytes(np.random.default_rng(seed).bytes(num_bytes))
+    return path
+
+
+def truncate_copy(source: str | os.PathLike, target: str | os.PathLike, fraction: float) -> Path:
+    """Copy the first ``fraction`` of ``source``'s bytes (a download cut short)."""
+    data = Path(source).read_bytes()
+    target = Path(target)
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
+def write_mjpeg_with_corrupt_frames(path: str | os.PathLike, num_frames: int, corrupt_indices: list[int]) -> Path:
+    """An MJPEG .avi whose frames ``corrupt_indices`` are zeroed out (the decoder rejects those packets)."""
+    path = write_video(path, num_frames, codec="mjpeg", pixel_format="yuvj420p")
+    data = bytearray(path.read_bytes())
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    starts = np.flatnonzero((raw[:-1] == 0xFF) & (raw[1:] == 0xD8)).tolist()  # JPEG start-of-image markers
+    assert len(starts) == num_frames, f"expected one JPEG per frame, found {len(starts)}"
+    ends = [start - 8 for start in starts[1:]] + [len(data) - 8]  # stop before the next chunk header
+    for index in corrupt_indices:
+        data[starts[index] : ends[index]] = bytes(ends[index] - starts[index])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def replace_codec_tag(source: str | os.PathLike, target: str | os.PathLike, old: bytes, new: bytes) -> Path:
+    """Copy an AVI with its FourCC replaced, e.g. by one no FFmpeg decoder knows."""
+    data = Path(source).read_bytes()
+    assert old in data, f"{old!r} not found in {source}"
+    target = Path(target)
+    target.write_bytes(data.replace(old, new))
+    return target
