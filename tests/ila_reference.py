@@ -161,7 +161,8 @@ def interaction_block(pair_maps, sd, prefix, variant):
     if variant == "k400":
         block = f"{prefix}.interactive_block.0"
         channels = x.shape[1]
-        x = F.conv2d(x, sd[f"{block}.depthwise_conv.0.weight"], sd[f"{block}.depthwise_conv.0.bias"], padding=1, groups=channels)
+        depthwise = f"{block}.depthwise_conv.0"
+        x = F.conv2d(x, sd[f"{depthwise}.weight"], sd[f"{depthwise}.bias"], padding=1, groups=channels)
         x = F.relu(batch_norm(x, sd, f"{block}.depthwise_conv.1"))
         x = F.conv2d(x, sd[f"{block}.pointwise_conv.0.weight"], sd[f"{block}.pointwise_conv.0.bias"])
         x = F.relu(batch_norm(x, sd, f"{block}.pointwise_conv.1"))
@@ -239,7 +240,8 @@ def ila_layer(x, sd, prefix, num_frames, variant):
     features_next = features[:, hidden:].reshape(batch_size, P, hidden, S, S)
     per_frame = merge_pairs_into_frames(features_prev, features_next)  # (B, T, 128, S, S)
     per_frame = per_frame.permute(0, 2, 1, 3, 4)  # (B, 128, T, S, S)
-    per_frame = F.conv3d(per_frame, sd[f"{prefix}.message_attn.conv.weight"], sd[f"{prefix}.message_attn.conv.bias"], padding=(1, 0, 0))
+    temporal_conv = f"{prefix}.message_attn.conv"  # Conv3d, kernel (3, 1, 1): mixes neighbouring frames only
+    per_frame = F.conv3d(per_frame, sd[f"{temporal_conv}.weight"], sd[f"{temporal_conv}.bias"], padding=(1, 0, 0))
     per_frame = per_frame.permute(0, 2, 3, 4, 1).reshape(batch_size, T, S * S, hidden)
     interaction_tokens = linear(per_frame, sd, f"{prefix}.message_attn.fc")  # (B, T, N, D)
     interaction_tokens = torch.cat([message[:, :, :1], interaction_tokens], dim=2).reshape(bt, length, width)

@@ -24,7 +24,6 @@ from tests.ila_reference import (
 )
 from tests.released_checkpoint import released_state_dict
 
-TOKENIZER_DIR = "/work/shared/clip_tokenizer"
 SIZES = dict(width=128, layers=2, patch_size=16, image_size=64, num_frames=4, embed_dim=64)
 
 
@@ -42,7 +41,8 @@ def _split_in_proj(sd, source, target):
 
 def _clip_layer(sd, source, target):
     out = _split_in_proj(sd, f"{source}.attn", f"{target}.self_attn")
-    for old, new in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+    renames = (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+    for old, new in renames:
         out[f"{target}.{new}.weight"] = sd[f"{source}.{old}.weight"]
         out[f"{target}.{new}.bias"] = sd[f"{source}.{old}.bias"]
     return out
@@ -102,9 +102,9 @@ def test_plain_clip_vision_matches_transformers_clip():
     torch.testing.assert_close(clip_image_embeddings(sd, images), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_text_tower_matches_transformers_clip_text_model():
+def test_text_tower_matches_transformers_clip_text_model(clip_tokenizer_dir):
     sd = released_state_dict("k400", **SIZES)
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
     names = ["abseiling", "playing guitar", "riding a bike"]
     config = CLIPTextConfig(
         vocab_size=49408,
@@ -153,9 +153,9 @@ def test_merge_rule_first_last_and_mean_of_neighbours():
     assert merged.tolist() == [0.0, (1 + 10) / 2, (2 + 11) / 2, 12.0]
 
 
-def test_points_lie_in_the_scaled_range_and_loss_is_summed_over_layers():
+def test_points_lie_in_the_scaled_range_and_loss_is_summed_over_layers(clip_tokenizer_dir):
     sd = released_state_dict("k400", **SIZES)
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
     output = reference_forward(sd, torch.randn(2, 4, 3, 64, 64), tokenize_class_names(["a", "b"], tokenizer))
     assert output.logits.shape == (2, 2)
     assert len(output.interactive_points) == 2
@@ -167,15 +167,17 @@ def test_points_lie_in_the_scaled_range_and_loss_is_summed_over_layers():
 
 
 @pytest.mark.parametrize("variant", ["k400", "ssv2"])
-def test_reference_depends_on_every_ila_tensor_family(variant):
+def test_reference_depends_on_every_ila_tensor_family(variant, clip_tokenizer_dir):
     """Perturbing any ILA module changes the logits: none is silently unused."""
     sd = released_state_dict(variant, **SIZES)
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
     ids = tokenize_class_names(["a", "b", "c"], tokenizer)
     pixel_values = torch.randn(1, 4, 3, 64, 64)
     base = reference_forward(sd, pixel_values, ids).logits
-    families = ["message_fc", "message_ln", "interactive_block", "prediction_block.12", "prediction_block.1.running_var",
-                "message_attn.conv", "message_attn.fc", "temporal_skip_fc", "temporal_skip_align_fc"]
+    families = [
+        "message_fc", "message_ln", "interactive_block", "prediction_block.12", "prediction_block.1.running_var",
+        "message_attn.conv", "message_attn.fc", "temporal_skip_fc", "temporal_skip_align_fc",
+    ]
     for family in families:
         changed = dict(sd)
         for key in sd:

@@ -1,0 +1,849 @@
+"""Convert the authors' released ILA checkpoints (`.pth` training snapshots) into a Transformers folder.
+
+A released file is a torch pickle of ``{'model', 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config'}``
+whose ``config`` is a ``yacs.config.CfgNode``. It is read with ``torch.load(weights_only=True)``: the only global
+allowed beyond tensors and plain containers is ``yacs.config.CfgNode``, mapped to an inert stand-in, so a file that
+wants anything else is refused before any of its code can run.
+
+The architecture is read off the state dict (see `infer_architecture`), every source tensor is either mapped onto
+`ILAForVideoClassification` or dropped on purpose (`ConversionReport` lists which), and the K400 checkpoints' text
+tower is run once on the class names to fill the text head's class embeddings.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .configuration_ila import ILAVideoConfig
+from .modeling_ila import ILAForVideoClassification
+
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("k400", "ssv2")
+# Released recipe -> (interaction block, head) of ILAVideoConfig.
+VARIANT_SETTINGS = {"k400": ("depthwise", "text"), "ssv2": ("conv", "linear")}
+RELEASED_LABEL_FILES = {"k400": "kinetics_400_labels.csv", "ssv2": "something-something-v2-labels.csv"}
+DEFAULT_CLIP_TEXT = "openai/clip-vit-base-patch16"  # every OpenAI CLIP shares this BPE tokenizer
+CLASS_NAME_TEMPLATE = "{}"  # the released K400 recipe embeds the bare class names
+CLIP_HEAD_DIM = 64  # OpenAI CLIP, the MIT and the prompt generator: width / 64 heads
+TRAINING_ENTRIES = ("optimizer", "lr_scheduler", "max_accuracy", "epoch", "config")
+
+_LINEAR = ("weight", "bias")
+_BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+class CheckpointConversionError(ValueError):
+    """A checkpoint that cannot be converted: unreadable, unsafe to unpickle, or not in the released ILA layout."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Safe loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _YacsConfigNode:
+    """
+    Stand-in for ``yacs.config.CfgNode`` during weights-only unpickling (yacs need not be installed).
+
+    A CfgNode is a dict subclass pickled as NEWOBJ + SETITEMS + BUILD; the weights-only unpickler fills only exact
+    dict types, so each node is rebuilt as an ``OrderedDict`` (yacs' bookkeeping lands in its ``__dict__``).
+    No yacs code is imported or run.
+    """
+
+    def __new__(cls, *args):
+        return OrderedDict()
+
+
+_SAFE_GLOBALS = [(_YacsConfigNode, "yacs.config.CfgNode")]
+
+
+def _refusal_detail(message: str) -> str:
+    """What the weights-only unpickler objected to, in a few words."""
+    for pattern, template in (
+        (r"GLOBAL (\S+)", " (it wants the global {})"),
+        (r"unrecognized function (\S+)", " (it wants to call {})"),
+        (r"Unsupported operand (\d+)", " (pickle opcode {} is refused: a corrupted file or not from torch.save)"),
+    ):
+        found = re.search(pattern, message)
+        if found:
+            return template.format(found.group(1))
+    return ""
+
+
+def load_released_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """
+    Read a released ILA checkpoint without executing anything from it.
+
+    Returns:
+        `(state_dict, training_entries)`: the ``model`` state dict (a ``module.`` prefix left by DistributedDataParallel
+        is stripped) and the file's other top-level entries (optimizer, scheduler, epoch, config, ...), which the
+        conversion drops.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointConversionError: the file is not a readable torch checkpoint, wants globals a released checkpoint
+            never holds (it is refused unexecuted), or holds no ILA state dict.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    with open(path, "rb") as file:
+        is_pickle = file.read(1) == b"\x80"  # PROTO opcode: legacy torch.save files and raw pickles start with it
+    if not zipfile.is_zipfile(path) and not is_pickle:
+        raise CheckpointConversionError(
+            f"{path} is not a torch checkpoint (neither torch's zip format nor a pickle); the file looks truncated or "
+            "corrupted. Download it again and compare its checksum."
+        )
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = _refusal_detail(str(error))
+        raise CheckpointConversionError(
+            f"Refused to unpickle {path}: it needs Python objects that a released ILA checkpoint never contains"
+            f"{detail}. Nothing from the file was executed. Only tensors, plain containers and a yacs CfgNode config "
+            "are accepted; if this is not an authors' release, convert its weights to a plain state dict first."
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise CheckpointConversionError(
+            f"Could not read {path} as a torch checkpoint; the file looks truncated or corrupted ({error}). "
+            "Download it again and compare its checksum."
+        ) from None
+
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
+        state_dict = checkpoint["model"]
+        training_entries = {key: value for key, value in checkpoint.items() if key != "model"}
+    elif isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state_dict, training_entries = checkpoint, {}
+    else:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointConversionError(
+            f"{path} holds no model state dict: expected a dict with a 'model' entry (the released layout) or a "
+            f"state dict of tensors, found {found}."
+        )
+    if not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise CheckpointConversionError(f"The 'model' entry of {path} holds non-tensor values; it is not a state dict.")
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    return dict(state_dict), training_entries
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Architecture
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReleasedArchitecture:
+    """Sizes of a released checkpoint, read off its state dict (see `infer_architecture`)."""
+
+    variant: str  # "k400" (depthwise interaction block, text head) or "ssv2" (conv block, linear head)
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_channels: int
+    patch_size: int
+    image_size: int
+    num_frames: int
+    projection_dim: int
+    interaction_channels: int
+    mit_layers: int
+    num_labels: int | None = None  # linear head only; the text head's classes come from class names
+    prompt_layers: int | None = None
+    text_hidden_size: int | None = None
+    text_intermediate_size: int | None = None
+    text_layers: int | None = None
+    text_vocab_size: int | None = None
+    text_context_length: int | None = None
+
+    @property
+    def interaction_variant(self) -> str:
+        return VARIANT_SETTINGS[self.variant][0]
+
+    @property
+    def head(self) -> str:
+        return VARIANT_SETTINGS[self.variant][1]
+
+
+def _count_blocks(state_dict, prefix: str) -> int:
+    """Number of ``{prefix}{i}.`` blocks; they must be numbered 0..n-1."""
+    indices = set()
+    for key in state_dict:
+        if key.startswith(prefix):
+            head = key[len(prefix) :].split(".", 1)[0]
+            if head.isdigit():
+                indices.add(int(head))
+    if indices != set(range(len(indices))):
+        raise CheckpointConversionError(f"Blocks under '{prefix}' are not numbered 0..n-1: found {sorted(indices)}.")
+    return len(indices)
+
+
+def _shape(state_dict, key: str) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise CheckpointConversionError(
+            f"The state dict has no '{key}', which every released ILA checkpoint has; this is not a released ILA "
+            "checkpoint (or it was saved by different code)."
+        )
+    return tuple(state_dict[key].shape)
+
+
+def _heads(width: int, what: str) -> int:
+    if width % CLIP_HEAD_DIM != 0:
+        raise CheckpointConversionError(
+            f"The {what} width {width} is not a multiple of {CLIP_HEAD_DIM}; OpenAI CLIP towers use width / 64 heads."
+        )
+    return width // CLIP_HEAD_DIM
+
+
+def infer_architecture(state_dict: dict[str, torch.Tensor]) -> ReleasedArchitecture:
+    """
+    Read every size off a released state dict: vision width (``visual.conv1.weight``), layers, heads (width / 64),
+    patch and image size (the patch conv and ``visual.positional_embedding``: S * S + 1 rows), frames
+    (``mit.positional_embedding``), projection dim (``visual.proj``), and the variant from the interaction block's
+    keys (a depthwise-separable block: K400 recipe; two plain 3x3 convs: SSv2 recipe).
+    """
+    block = "visual.transformer.resblocks.0.message_attn.interactive_block"
+    if f"{block}.0.depthwise_conv.0.weight" in state_dict:
+        variant, interaction_channels = "k400", _shape(state_dict, f"{block}.0.pointwise_conv.0.weight")[0]
+    elif f"{block}.0.weight" in state_dict:
+        variant, interaction_channels = "ssv2", _shape(state_dict, f"{block}.0.weight")[0]
+    else:
+        raise CheckpointConversionError(
+            "The state dict has no ILA interaction block ('visual.transformer.resblocks.0.message_attn."
+            "interactive_block.*'); it is not a released ILA checkpoint (a plain CLIP or X-CLIP one?)."
+        )
+
+    hidden_size, num_channels, patch_size, patch_width = _shape(state_dict, "visual.conv1.weight")
+    if patch_size != patch_width:
+        raise CheckpointConversionError(f"Non-square patches {patch_size}x{patch_width} are not supported.")
+    num_positions = _shape(state_dict, "visual.positional_embedding")[0]
+    grid_size = math.isqrt(num_positions - 1)
+    if grid_size * grid_size != num_positions - 1:
+        raise CheckpointConversionError(
+            f"visual.positional_embedding has {num_positions} rows, not a square patch grid plus a class token."
+        )
+    architecture = ReleasedArchitecture(
+        variant=variant,
+        hidden_size=hidden_size,
+        intermediate_size=_shape(state_dict, "visual.transformer.resblocks.0.mlp.c_fc.weight")[0],
+        num_hidden_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+        num_attention_heads=_heads(hidden_size, "vision"),
+        num_channels=num_channels,
+        patch_size=patch_size,
+        image_size=grid_size * patch_size,
+        num_frames=_shape(state_dict, "mit.positional_embedding")[1],
+        projection_dim=_shape(state_dict, "visual.proj")[1],
+        interaction_channels=interaction_channels,
+        mit_layers=_count_blocks(state_dict, "mit.resblocks."),
+    )
+    if variant == "ssv2":
+        architecture.num_labels = _shape(state_dict, "mit.classify_head.2.weight")[0]
+    else:
+        architecture.prompt_layers = _count_blocks(state_dict, "prompts_generator.decoder.")
+        architecture.text_vocab_size, architecture.text_hidden_size = _shape(state_dict, "token_embedding.weight")
+        architecture.text_context_length = _shape(state_dict, "positional_embedding")[0]
+        architecture.text_layers = _count_blocks(state_dict, "transformer.resblocks.")
+        architecture.text_intermediate_size = _shape(state_dict, "transformer.resblocks.0.mlp.c_fc.weight")[0]
+        _heads(architecture.text_hidden_size, "text")
+    return architecture
+
+
+def check_requested_architecture(architecture: ReleasedArchitecture, variant: str | None, num_frames: int | None):
+    """Raise ValueError naming both values when what the caller expects differs from what the checkpoint holds."""
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+        if variant != architecture.variant:
+            raise ValueError(
+                f"variant={variant!r} was requested, but the checkpoint is a {architecture.variant!r} checkpoint "
+                f"(interaction block '{architecture.interaction_variant}', {architecture.head} head)."
+            )
+    if num_frames is not None and num_frames != architecture.num_frames:
+        raise ValueError(
+            f"num_frames={num_frames} was requested, but the checkpoint was trained with "
+            f"{architecture.num_frames} frames (mit.positional_embedding has {architecture.num_frames} rows); "
+            "ILA's frame count is fixed by its weights."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Key mapping
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConversionReport:
+    """Where every source tensor went: mapped onto the model, or dropped on purpose (with the reason)."""
+
+    architecture: dict
+    mapped: dict[str, list[str]] = field(default_factory=dict)  # source key -> target keys
+    dropped: dict[str, str] = field(default_factory=dict)  # source key -> reason
+    dropped_entries: list[str] = field(default_factory=list)  # top-level entries of the file besides 'model'
+    computed: dict[str, str] = field(default_factory=dict)  # target key -> how it was computed
+    source: dict = field(default_factory=dict)  # file name, sha256, epoch, max_accuracy
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)
+
+
+class _StateDictMapper:
+    """Collects target tensors while recording which source key each came from."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor], dtype: torch.dtype):
+        self.source = state_dict
+        self.dtype = dtype
+        self.target: dict[str, torch.Tensor] = {}
+        self.mapped: dict[str, list[str]] = {}
+        self.missing: list[str] = []
+
+    def _take(self, key: str) -> torch.Tensor | None:
+        if key not in self.source:
+            self.missing.append(key)
+            return None
+        value = self.source[key]
+        return value.to(self.dtype) if value.is_floating_point() else value.clone()
+
+    def _put(self, source_key: str, target_key: str, value: torch.Tensor) -> None:
+        self.target[target_key] = value.contiguous()
+        self.mapped.setdefault(source_key, []).append(target_key)
+
+    def copy(self, source_key: str, target_key: str) -> None:
+        value = self._take(source_key)
+        if value is not None:
+            self._put(source_key, target_key, value)
+
+    def transpose(self, source_key: str, target_key: str) -> None:
+        """OpenAI's ``x @ proj`` matrices (in, out) -> nn.Linear weights (out, in)."""
+        value = self._take(source_key)
+        if value is not None:
+            self._put(source_key, target_key, value.T)
+
+    def module(self, source_prefix: str, target_prefix: str, names: Sequence[str] = _LINEAR) -> None:
+        for name in names:
+            self.copy(f"{source_prefix}.{name}", f"{target_prefix}.{name}")
+
+    def fused_attention(self, source_prefix: str, target_prefix: str) -> None:
+        """nn.MultiheadAttention's in_proj (q, k, v stacked in that order) -> separate q/k/v projections."""
+        for suffix, target_name in (("in_proj_weight", "weight"), ("in_proj_bias", "bias")):
+            source_key = f"{source_prefix}.{suffix}"
+            value = self._take(source_key)
+            if value is None:
+                continue
+            if value.shape[0] % 3 != 0:
+                raise CheckpointConversionError(f"{source_key} has {value.shape[0]} rows, not 3 stacked projections.")
+            for projection, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                self._put(source_key, f"{target_prefix}.{projection}.{target_name}", part)
+        self.module(f"{source_prefix}.out_proj", f"{target_prefix}.out_proj")
+
+    def clip_block(self, source_prefix: str, target_prefix: str) -> None:
+        """OpenAI ResidualAttentionBlock -> ILATransformerLayer (CLIP encoder layer names)."""
+        self.fused_attention(f"{source_prefix}.attn", f"{target_prefix}.self_attn")
+        self.module(f"{source_prefix}.ln_1", f"{target_prefix}.layer_norm1")
+        self.module(f"{source_prefix}.mlp.c_fc", f"{target_prefix}.mlp.fc1")
+        self.module(f"{source_prefix}.mlp.c_proj", f"{target_prefix}.mlp.fc2")
+        self.module(f"{source_prefix}.ln_2", f"{target_prefix}.layer_norm2")
+
+    def conv_block(self, conv: str, norm: str, target_prefix: str) -> None:
+        """A conv + BatchNorm pair -> ILAConvBlock (running statistics included)."""
+        self.module(conv, f"{target_prefix}.conv")
+        self.module(norm, f"{target_prefix}.norm", _BATCH_NORM)
+
+
+def _map_vision(mapper: _StateDictMapper, architecture: ReleasedArchitecture) -> None:
+    mapper.copy("visual.class_embedding", "ila.embeddings.class_embedding")
+    mapper.copy("visual.conv1.weight", "ila.embeddings.patch_embedding.weight")
+    mapper.copy("visual.positional_embedding", "ila.embeddings.position_embedding.weight")
+    mapper.module("visual.ln_pre", "ila.pre_layrnorm")
+    mapper.module("visual.ln_post", "ila.post_layernorm")
+    mapper.transpose("visual.proj", "ila.visual_projection.weight")
+    for i in range(architecture.num_hidden_layers):
+        source, target = f"visual.transformer.resblocks.{i}", f"ila.encoder.layers.{i}"
+        mapper.clip_block(source, target)
+        mapper.module(f"{source}.message_fc", f"{target}.message_fc")
+        mapper.module(f"{source}.message_ln", f"{target}.message_ln")
+        mapper.module(f"{source}.temporal_skip_align_fc", f"{target}.aligned_tokens_proj")  # Linear_align
+        mapper.module(f"{source}.temporal_skip_fc", f"{target}.interaction_tokens_proj")  # Linear_inter
+        attn, alignment = f"{source}.message_attn", f"{target}.alignment"
+        block, interaction = f"{attn}.interactive_block", f"{alignment}.interaction_block"
+        if architecture.variant == "k400":
+            mapper.conv_block(f"{block}.0.depthwise_conv.0", f"{block}.0.depthwise_conv.1", f"{interaction}.0")
+            mapper.conv_block(f"{block}.0.pointwise_conv.0", f"{block}.0.pointwise_conv.1", f"{interaction}.1")
+            mapper.conv_block(f"{block}.1", f"{block}.2", f"{interaction}.2")
+        else:
+            mapper.conv_block(f"{block}.0", f"{block}.1", f"{interaction}.0")
+            mapper.conv_block(f"{block}.3", f"{block}.4", f"{interaction}.1")
+        prediction, predictor = f"{attn}.prediction_block", f"{alignment}.point_predictor"
+        mapper.conv_block(f"{prediction}.0", f"{prediction}.1", f"{predictor}.spatial.0")
+        mapper.conv_block(f"{prediction}.4", f"{prediction}.5", f"{predictor}.spatial.1")
+        mapper.module(f"{prediction}.10", f"{predictor}.pair_fc1")
+        mapper.module(f"{prediction}.12", f"{predictor}.pair_fc2")
+        mapper.module(f"{attn}.conv", f"{alignment}.temporal_conv")
+        mapper.module(f"{attn}.fc", f"{alignment}.interaction_fc")
+
+
+def _map_heads(mapper: _StateDictMapper, architecture: ReleasedArchitecture) -> None:
+    mapper.copy("mit.positional_embedding", "mit.position_embedding")
+    for j in range(architecture.mit_layers):
+        mapper.clip_block(f"mit.resblocks.{j}", f"mit.layers.{j}")
+    if architecture.variant == "ssv2":
+        mapper.module("mit.classify_head.0", "head.norm")
+        mapper.module("mit.classify_head.2", "head.classifier")
+        return
+    mapper.module("prompts_visual_ln", "head.visual_norm")
+    mapper.transpose("prompts_visual_proj", "head.visual_proj.weight")
+    mapper.copy("logit_scale", "head.logit_scale")
+    mapper.copy("prompts_generator.alpha", "head.prompt_generator.alpha")
+    mapper.module("prompts_generator.norm", "head.prompt_generator.norm")
+    for j in range(architecture.prompt_layers):
+        source, target = f"prompts_generator.decoder.{j}", f"head.prompt_generator.layers.{j}"
+        for projection in ("q_proj", "k_proj", "v_proj"):  # no bias in the release
+            mapper.copy(f"{source}.cross_attn.{projection}.weight", f"{target}.cross_attn.{projection}.weight")
+        mapper.module(f"{source}.cross_attn.proj", f"{target}.cross_attn.out_proj")
+        mapper.module(f"{source}.norm1", f"{target}.norm1")
+        mapper.module(f"{source}.norm3", f"{target}.norm3")
+        mapper.module(f"{source}.mlp.0", f"{target}.mlp.fc1")
+        mapper.module(f"{source}.mlp.3", f"{target}.mlp.fc2")
+
+
+def _map_text_tower(mapper: _StateDictMapper, architecture: ReleasedArchitecture) -> None:
+    """The K400 checkpoints' frozen CLIP text tower -> transformers' CLIPTextModelWithProjection names."""
+    mapper.copy("token_embedding.weight", "text_model.embeddings.token_embedding.weight")
+    mapper.copy("positional_embedding", "text_model.embeddings.position_embedding.weight")
+    for i in range(architecture.text_layers):
+        mapper.clip_block(f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}")
+    mapper.module("ln_final", "text_model.final_layer_norm")
+    mapper.transpose("text_projection", "text_projection.weight")
+
+
+def _raise_on_missing_or_unexpected(state_dict, mappers: Sequence[_StateDictMapper]) -> None:
+    missing = [key for mapper in mappers for key in mapper.missing]
+    consumed = {key for mapper in mappers for key in mapper.mapped}
+    unexpected = sorted(set(state_dict) - consumed)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
+        raise CheckpointConversionError(
+            "The state dict does not match the released ILA layout for its architecture: "
+            + "; ".join(parts)
+            + ". A released checkpoint has exactly these keys; was it saved by modified training code?"
+        )
+
+
+def _preview(keys: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(key) for key in keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Class names and text embeddings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_label_csv(path: str | os.PathLike) -> list[str]:
+    """Class names from an ``id,name`` CSV (the released label lists' format), in id order."""
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    if not rows or not {"id", "name"} <= set(rows[0]):
+        raise ValueError(f"{path} is not an 'id,name' label CSV.")
+    names = {int(row["id"]): row["name"] for row in rows}
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"The ids in {path} are not 0..{len(names) - 1}.")
+    return [names[index] for index in range(len(names))]
+
+
+def released_class_names(variant: str) -> list[str]:
+    """The released label list of a recipe: Kinetics-400 (400 names) or Something-Something-v2 (174)."""
+    if variant not in RELEASED_LABEL_FILES:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+    with resources.as_file(resources.files("ila_hf") / "labels" / RELEASED_LABEL_FILES[variant]) as path:
+        return read_label_csv(path)
+
+
+def _resolve_class_names(class_names, architecture: ReleasedArchitecture) -> list[str]:
+    if class_names is None:
+        names = released_class_names(architecture.variant)
+    elif isinstance(class_names, (str, os.PathLike)):
+        names = read_label_csv(class_names)
+    else:
+        names = [str(name) for name in class_names]
+    if len(set(names)) != len(names):
+        raise ValueError("Class names must be unique (they become config.label2id).")
+    if architecture.num_labels is not None and len(names) != architecture.num_labels:
+        raise ValueError(
+            f"The checkpoint's classifier has {architecture.num_labels} classes but {len(names)} class names were "
+            "given; pass class_names with one name per classifier row, in label-id order."
+        )
+    return names
+
+
+def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture: ReleasedArchitecture, tokenizer):
+    """A transformers `CLIPTextModelWithProjection` holding a K400 checkpoint's own (frozen) text tower."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=architecture.text_vocab_size,
+        hidden_size=architecture.text_hidden_size,
+        intermediate_size=architecture.text_intermediate_size,
+        num_hidden_layers=architecture.text_layers,
+        num_attention_heads=architecture.text_hidden_size // CLIP_HEAD_DIM,
+        max_position_embeddings=architecture.text_context_length,
+        projection_dim=architecture.projection_dim,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # pooling reads the first end-of-text token
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text_model = CLIPTextModelWithProjection(config)
+    text_model.load_state_dict(text_state_dict, strict=True)
+    return text_model.float().eval()
+
+
+def _load_tokenizer(clip_text, architecture: ReleasedArchitecture):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(clip_text) if isinstance(clip_text, (str, os.PathLike)) else clip_text
+    if len(tokenizer) != architecture.text_vocab_size:
+        raise ValueError(
+            f"The tokenizer from {clip_text!r} has {len(tokenizer)} tokens but the checkpoint's text tower embeds "
+            f"{architecture.text_vocab_size}; use OpenAI CLIP's tokenizer (e.g. {DEFAULT_CLIP_TEXT!r})."
+        )
+    tokenizer.model_max_length = min(tokenizer.model_max_length, architecture.text_context_length)
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Conversion
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_config(architecture: ReleasedArchitecture, class_names: Sequence[str], **overrides) -> ILAVideoConfig:
+    """The `ILAVideoConfig` of a released checkpoint (OpenAI CLIP: QuickGELU, LayerNorm eps 1e-5)."""
+    settings = dict(
+        hidden_size=architecture.hidden_size,
+        intermediate_size=architecture.intermediate_size,
+        num_hidden_layers=architecture.num_hidden_layers,
+        num_attention_heads=architecture.num_attention_heads,
+        num_channels=architecture.num_channels,
+        image_size=architecture.image_size,
+        patch_size=architecture.patch_size,
+        projection_dim=architecture.projection_dim,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        num_frames=architecture.num_frames,
+        interaction_variant=architecture.interaction_variant,
+        interaction_channels=architecture.interaction_channels,
+        mit_layers=architecture.mit_layers,
+        head=architecture.head,
+        id2label=dict(enumerate(class_names)),
+        label2id={name: index for index, name in enumerate(class_names)},
+    )
+    if architecture.prompt_layers is not None:
+        settings["prompt_layers"] = architecture.prompt_layers
+    settings.update(overrides)
+    return ILAVideoConfig(**settings)
+
+
+@dataclass
+class ConvertedTensors:
+    model_state_dict: dict[str, torch.Tensor]  # ILAForVideoClassification names; all but head.class_embeddings
+    text_state_dict: dict[str, torch.Tensor]  # CLIPTextModelWithProjection names; empty for SSv2
+    model_sources: dict[str, list[str]]  # source key -> model keys
+    text_sources: dict[str, list[str]]  # source key -> text tower keys
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], architecture: ReleasedArchitecture, dtype: torch.dtype = torch.float32
+) -> ConvertedTensors:
+    """
+    Map a released state dict onto `ILAForVideoClassification`'s names (and, for K400, the text tower onto
+    `CLIPTextModelWithProjection`'s). Every source key must be used exactly as the released layout uses it.
+
+    Raises:
+        CheckpointConversionError: a key the layout needs is missing, or a key is left over.
+    """
+    model_mapper = _StateDictMapper(state_dict, dtype)
+    _map_vision(model_mapper, architecture)
+    _map_heads(model_mapper, architecture)
+    text_mapper = _StateDictMapper(state_dict, torch.float32)
+    if architecture.variant == "k400":
+        _map_text_tower(text_mapper, architecture)
+    _raise_on_missing_or_unexpected(state_dict, [model_mapper, text_mapper])
+    return ConvertedTensors(model_mapper.target, text_mapper.target, model_mapper.mapped, text_mapper.mapped)
+
+
+def _load_into_model(model: ILAForVideoClassification, model_state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    computed = {"head.class_embeddings"}
+    shape_errors = [
+        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+        for key, value in model_state.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    missing = sorted(set(expected) - set(model_state) - computed)
+    unknown = sorted(set(model_state) - set(expected))
+    if shape_errors or missing or unknown:
+        raise CheckpointConversionError(
+            "The converted tensors do not fit ILAForVideoClassification: "
+            f"shape mismatches {shape_errors[:8]}, model tensors left unfilled {missing[:8]}, "
+            f"converted tensors the model lacks {unknown[:8]}. This is a converter bug or a model change; "
+            "please report it."
+        )
+    model.load_state_dict(model_state, strict=False)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _number(value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value if isinstance(value, (int, float, str)) or value is None else str(value)
+
+
+def _config_overrides_from_training_config(training_config) -> dict:
+    """Carry the recipe's drop-path rate over, so that fine-tuning a converted model continues the recipe."""
+    model_settings = training_config.get("MODEL") if isinstance(training_config, dict) else None
+    rate = model_settings.get("DROP_PATH_RATE") if isinstance(model_settings, dict) else None
+    return {"drop_path_rate": float(rate)} if isinstance(rate, (int, float)) else {}
+
+
+@dataclass
+class ConversionResult:
+    output_dir: Path
+    model: ILAForVideoClassification
+    report: ConversionReport
+    repo_url: str | None = None
+
+
+def convert_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    variant: str | None = None,
+    num_frames: int | None = None,
+    class_names: Sequence[str] | str | os.PathLike | None = None,
+    clip_text=None,
+    push_to_hub: str | None = None,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> ConversionResult:
+    """
+    Convert an authors' released ILA checkpoint into a `save_pretrained` folder.
+
+    Args:
+        checkpoint_path: the released ``.pth`` file.
+        output_dir: folder to write (weights as safetensors, config with id2label, video processor, model card,
+            ``conversion_report.json``, and the model code for ``trust_remote_code``).
+        variant: ``"k400"`` or ``"ssv2"``; checked against the checkpoint (ValueError on mismatch). None: inferred.
+        num_frames: frames the checkpoint was trained with; checked against ``mit.positional_embedding``. None:
+            inferred.
+        class_names: class names in label-id order, or the path of an ``id,name`` CSV. None: the released list of
+            the variant (Kinetics-400 or Something-Something-v2, shipped in ``ila_hf/labels``). For K400 they are
+            embedded with the checkpoint's own text tower, template ``"{}"``.
+        clip_text: CLIP tokenizer for the class names (a local folder, a Hub id, or a tokenizer object); K400 only.
+            None: ``openai/clip-vit-base-patch16``'s (all OpenAI CLIPs share it).
+        push_to_hub: a Hub repo id to create (if needed) and upload the folder to; None: no upload.
+        private: create the Hub repo private.
+        token: Hub token (else the logged-in one).
+        dtype: dtype of the saved weights (float32 by default, whatever the checkpoint's).
+
+    Returns:
+        A `ConversionResult` with the output folder, the converted model (eval mode) and the `ConversionReport`.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    output_dir = Path(output_dir)
+    state_dict, training_entries = load_released_checkpoint(checkpoint_path)
+    architecture = infer_architecture(state_dict)
+    check_requested_architecture(architecture, variant, num_frames)
+    names = _resolve_class_names(class_names, architecture)
+
+    tensors = convert_state_dict(state_dict, architecture, dtype=dtype)
+    config = build_config(
+        architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
+    )
+    model = ILAForVideoClassification(config).eval()
+    _load_into_model(model, tensors.model_state_dict)
+
+    report = ConversionReport(
+        architecture=asdict(architecture),
+        mapped=tensors.model_sources,
+        dropped_entries=sorted(training_entries),
+        source={
+            "file": checkpoint_path.name,
+            "sha256": _sha256(checkpoint_path),
+            "epoch": _number(training_entries.get("epoch")),
+            "max_accuracy": _number(training_entries.get("max_accuracy")),
+        },
+    )
+    if architecture.variant == "k400":
+        tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
+        text_model = build_clip_text_model(tensors.text_state_dict, architecture, tokenizer)
+        model.set_class_names(names, text_model, tokenizer=tokenizer, template=CLASS_NAME_TEMPLATE)
+        reason = "frozen CLIP text tower: run once on the class names to compute head.class_embeddings"
+        report.dropped.update({key: reason for key in tensors.text_sources})
+        report.computed["head.class_embeddings"] = (
+            f"checkpoint's text tower on {len(names)} class names, template {CLASS_NAME_TEMPLATE!r}"
+        )
+    model = model.to(dtype).eval()
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    _save_video_processor(output_dir, architecture)
+    (output_dir / "conversion_report.json").write_text(report.to_json() + "\n", encoding="utf-8")
+    _write_model_card(output_dir, architecture, report, model.config.num_labels, push_to_hub)
+
+    repo_url = upload_folder_to_hub(output_dir, push_to_hub, private=private, token=token) if push_to_hub else None
+    return ConversionResult(output_dir=output_dir, model=model, report=report, repo_url=repo_url)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Folder extras: video processor, model card, upload
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Released preprocessing: ImageNet statistics on 0-255 pixels (not CLIP's), short side 256/224 * size, centre crop.
+RELEASED_IMAGE_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+RELEASED_IMAGE_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
+
+
+def _save_video_processor(output_dir: Path, architecture: ReleasedArchitecture) -> None:
+    try:
+        from .video_processing_ila import ILAVideoProcessor
+    except ImportError:
+        logger.warning("ila_hf.video_processing_ila is not available; the folder gets no video processor.")
+        return
+    size = architecture.image_size
+    processor = ILAVideoProcessor(
+        num_frames=architecture.num_frames,
+        size={"shortest_edge": round(size * 256 / 224)},
+        crop_size={"height": size, "width": size},
+        image_mean=list(RELEASED_IMAGE_MEAN),
+        image_std=list(RELEASED_IMAGE_STD),
+    )
+    processor.save_pretrained(output_dir)
+
+
+_MODEL_CARD_TEMPLATES = (
+    Path(__file__).resolve().parent / "model_card.md",
+    Path(__file__).resolve().parents[1] / "model_card.md",
+)
+
+
+def _write_model_card(
+    output_dir: Path, architecture: ReleasedArchitecture, report: ConversionReport, num_labels: int, repo_id
+) -> None:
+    dataset = "Kinetics-400" if architecture.variant == "k400" else "Something-Something-v2"
+    values = {
+        "repo_id": repo_id or output_dir.name,
+        "dataset": dataset,
+        "variant": architecture.variant,
+        "num_frames": architecture.num_frames,
+        "image_size": architecture.image_size,
+        "patch_size": architecture.patch_size,
+        "num_labels": num_labels,
+        "source_file": report.source.get("file"),
+        "source_sha256": report.source.get("sha256"),
+    }
+    template = next((path for path in _MODEL_CARD_TEMPLATES if path.is_file()), None)
+    if template is not None:
+        text = template.read_text(encoding="utf-8")
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", str(value))
+    else:
+        text = _default_model_card(architecture, values)
+    (output_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def _default_model_card(architecture: ReleasedArchitecture, values: dict) -> str:
+    head = (
+        "text head (cosine similarity to CLIP text embeddings of the class names, refined by video-specific prompts)"
+        if architecture.head == "text"
+        else "linear head"
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: video-classification
+tags:
+- video-classification
+- ila
+- clip
+datasets:
+- {values['dataset'].lower()}
+---
+
+# ILA video classifier ({values['dataset']}, {architecture.num_frames} frames)
+
+ILA (Implicit Learnable Alignment, Tu et al., ICCV 2023) video classifier converted from the authors' released
+checkpoint `{values['source_file']}` (sha256 `{values['source_sha256']}`) with `ila-hf convert`.
+A CLIP ViT (patch {architecture.patch_size}, {architecture.image_size}px) whose every layer aligns adjacent frames
+around predicted interactive points, a multi-frame integration transformer, and a {head}.
+
+```python
+import ila_hf  # registers the ILA classes (or pass trust_remote_code=True)
+from transformers import pipeline
+
+classifier = pipeline("video-classification", model="{values['repo_id']}")
+classifier("video.mp4")
+```
+
+Inputs: {architecture.num_frames} frames of {architecture.image_size}x{architecture.image_size}, normalised with
+ImageNet statistics as in the released recipe. `conversion_report.json` lists where every released tensor went.
+"""
+
+
+def upload_folder_to_hub(
+    folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None
+) -> str:
+    """Create the Hub model repo if needed and upload the folder; returns the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(folder),
+        commit_message="Convert the authors' released ILA checkpoint with ila-hf convert",
+    )
+    return str(repo_url)
+
+
+__all__ = [
+    "CheckpointConversionError",
+    "ConversionReport",
+    "ConversionResult",
+    "ConvertedTensors",
+    "ReleasedArchitecture",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "infer_architecture",
+    "load_released_checkpoint",
+    "read_label_csv",
+    "released_class_names",
+]

@@ -1,0 +1,320 @@
+"""`ila_hf.convert`: released ILA checkpoints -> Transformers folders.
+
+Checkpoints are built by tests/released_checkpoint.py in exactly the published layout (random weights, non-trivial
+BatchNorm statistics, the zero-initialised tensors made non-zero); the converted model must reproduce
+tests/ila_reference.py, an independent functional implementation run on the raw released state dict.
+"""
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForVideoClassification, CLIPTokenizer
+
+from ila_hf.convert import (
+    CheckpointConversionError,
+    convert_checkpoint,
+    infer_architecture,
+    load_released_checkpoint,
+    released_class_names,
+)
+from tests.ila_reference import reference_forward, tokenize_class_names
+from tests.released_checkpoint import (
+    LAYOUT_JSON_SIZES,
+    VARIANTS,
+    released_layout,
+    released_state_dict,
+    save_released_checkpoint,
+    write_released_checkpoint,
+)
+
+LAYOUT_DIR = Path(__file__).resolve().parents[2] / "shared"
+# Sizes chosen so that no two dimensions coincide by accident: 2D = 384 != 256 interaction channels (K400),
+# an odd 7x7 grid (max-pools floor 7 -> 3 -> 1), 3 attention heads, 5 frames.
+SIZES = {
+    "k400": dict(width=192, layers=2, patch_size=16, image_size=112, num_frames=5, embed_dim=64),
+    "ssv2": dict(width=128, layers=2, patch_size=16, image_size=64, num_frames=4, embed_dim=128, num_classes=174),
+}
+
+
+def _convert(tmp_path, variant, clip_tokenizer_dir, **kwargs):
+    checkpoint = tmp_path / f"{variant}.pth"
+    state_dict = write_released_checkpoint(checkpoint, variant, **SIZES[variant])
+    result = convert_checkpoint(
+        checkpoint, tmp_path / f"{variant}-hf", variant, SIZES[variant]["num_frames"],
+        clip_text=clip_tokenizer_dir, **kwargs,
+    )
+    return state_dict, result
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def converted(request, tmp_path_factory, clip_tokenizer_dir):
+    """(variant, raw released state dict, ConversionResult), converted once per variant."""
+    state_dict, result = _convert(tmp_path_factory.mktemp("convert"), request.param, clip_tokenizer_dir)
+    return request.param, state_dict, result
+
+
+# ----------------------------------------------------------------------------------------------- the fixture itself
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fixture_checkpoint_has_exactly_the_published_keys_and_shapes(variant):
+    published = json.loads((LAYOUT_DIR / f"released_layout_tiny_{variant}.json").read_text())["keys"]
+    state_dict = released_state_dict(variant, **LAYOUT_JSON_SIZES)
+    assert list(state_dict) == list(published)
+    assert {key: list(value.shape) for key, value in state_dict.items()} == published
+
+
+def test_fixture_checkpoint_pickles_a_yacs_config_global(tmp_path):
+    path = tmp_path / "released.pth"
+    write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    assert "yacs" not in sys.modules
+    with pytest.raises(pickle.UnpicklingError, match="yacs.config.CfgNode"):
+        torch.load(path, weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def test_loading_needs_neither_yacs_nor_unsafe_unpickling(tmp_path):
+    path = tmp_path / "released.pth"
+    expected = write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    state_dict, training_entries = load_released_checkpoint(path)
+    assert "yacs" not in sys.modules
+    assert sorted(training_entries) == ["config", "epoch", "lr_scheduler", "max_accuracy", "optimizer"]
+    assert training_entries["config"]["DATA"]["NUM_FRAMES"] == 4
+    assert training_entries["epoch"] == 29
+    assert state_dict.keys() == expected.keys()
+    assert all(torch.equal(state_dict[key], expected[key]) for key in expected)
+
+
+def test_architecture_is_read_off_the_state_dict():
+    architecture = infer_architecture(released_state_dict("k400", **SIZES["k400"]))
+    assert (architecture.variant, architecture.interaction_variant, architecture.head) == ("k400", "depthwise", "text")
+    assert architecture.hidden_size == 192 and architecture.num_attention_heads == 3
+    assert architecture.num_hidden_layers == 2 and architecture.intermediate_size == 768
+    assert (architecture.patch_size, architecture.image_size, architecture.num_frames) == (16, 112, 5)
+    assert architecture.projection_dim == 64 and architecture.interaction_channels == 256
+    assert (architecture.mit_layers, architecture.prompt_layers) == (1, 2)
+    assert (architecture.text_hidden_size, architecture.text_layers, architecture.text_vocab_size) == (64, 1, 49408)
+    ssv2 = infer_architecture(released_state_dict("ssv2", **SIZES["ssv2"]))
+    assert (ssv2.variant, ssv2.head, ssv2.num_labels, ssv2.projection_dim) == ("ssv2", "linear", 174, 128)
+
+
+# ----------------------------------------------------------------------------------------------- equivalence
+
+
+def test_converted_model_reproduces_the_reference_logits_points_and_loss(converted, clip_tokenizer_dir):
+    variant, state_dict, result = converted
+    model = AutoModelForVideoClassification.from_pretrained(result.output_dir).eval()
+    size, frames = SIZES[variant]["image_size"], SIZES[variant]["num_frames"]
+    pixel_values = torch.randn(2, frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    class_token_ids = None
+    if variant == "k400":
+        tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
+        class_token_ids = tokenize_class_names(released_class_names("k400"), tokenizer)
+
+    expected = reference_forward(state_dict, pixel_values, class_token_ids)
+    with torch.no_grad():
+        output = model(pixel_values)
+
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    points = output.interactive_points.flatten(-2)  # (B, layers, P, 4): x, y earlier frame; x, y later frame
+    torch.testing.assert_close(points, torch.stack(expected.interactive_points, dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.alignment_loss, expected.alignment_loss, atol=1e-5, rtol=1e-5)
+    assert expected.logits.std() > 0.1 and points.std() > 0.05  # a meaningful comparison, not all zeros
+
+
+def test_saved_folder_loads_with_every_weight_present(converted):
+    variant, _, result = converted
+    model, loading_info = AutoModelForVideoClassification.from_pretrained(result.output_dir, output_loading_info=True)
+    assert loading_info["missing_keys"] == set() and loading_info["unexpected_keys"] == set()
+    assert model.config.num_frames == SIZES[variant]["num_frames"]
+    assert list(model.config.id2label.values()) == released_class_names(variant)
+    assert (result.output_dir / "model.safetensors").is_file()
+    assert (result.output_dir / "README.md").is_file()
+
+
+def test_every_source_key_is_mapped_or_dropped_on_purpose(converted):
+    variant, state_dict, result = converted
+    report = json.loads((result.output_dir / "conversion_report.json").read_text())
+    assert set(report["mapped"]) | set(report["dropped"]) == set(state_dict)
+    assert not set(report["mapped"]) & set(report["dropped"])
+    assert report["dropped_entries"] == ["config", "epoch", "lr_scheduler", "max_accuracy", "optimizer"]
+    assert report["mapped"]["visual.transformer.resblocks.1.attn.in_proj_weight"] == [
+        "ila.encoder.layers.1.self_attn.q_proj.weight",
+        "ila.encoder.layers.1.self_attn.k_proj.weight",
+        "ila.encoder.layers.1.self_attn.v_proj.weight",
+    ]
+    text_keys = {key for key in state_dict if key.startswith(("transformer.", "token_embedding", "ln_final"))}
+    text_keys |= {"positional_embedding", "text_projection"} & set(state_dict)
+    assert set(report["dropped"]) == text_keys
+    assert bool(text_keys) == (variant == "k400")
+
+
+def test_batch_norm_running_statistics_are_carried_exactly(converted):
+    _, state_dict, result = converted
+    converted_state = result.model.state_dict()
+    prefix = "visual.transformer.resblocks.1.message_attn.prediction_block.5"
+    target = "ila.encoder.layers.1.alignment.point_predictor.spatial.1.norm"
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(converted_state[f"{target}.{name}"], state_dict[f"{prefix}.{name}"])
+
+
+def test_half_precision_checkpoint_converts_to_float32(tmp_path, clip_tokenizer_dir):
+    checkpoint = tmp_path / "half.pth"
+    state_dict = write_released_checkpoint(checkpoint, "ssv2", dtype=torch.float16, **SIZES["ssv2"])
+    result = convert_checkpoint(checkpoint, tmp_path / "out", "ssv2", 4)
+    pixel_values = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        logits = result.model(pixel_values).logits
+    assert result.model.dtype == torch.float32
+    torch.testing.assert_close(logits, reference_forward(state_dict, pixel_values).logits, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+
+class _RunsShellCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 2", "pickle protocol 5"])
+def test_foreign_pickle_is_refused_without_executing_it(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    payload = {"model": {}, "config": _RunsShellCommand(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=int(writer[-1])))
+    refusal = "Refused to unpickle .*Nothing from the file was executed"
+    with pytest.raises(CheckpointConversionError, match=refusal) as error:
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4)
+    if writer != "pickle protocol 5":  # protocols 4+ are refused at their first opcode, before naming a global
+        assert "system" in str(error.value)
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_file_is_reported_as_corrupted(tmp_path):
+    good = tmp_path / "good.pth"
+    write_released_checkpoint(good, "ssv2", **SIZES["ssv2"])
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointConversionError, match="truncated or corrupted"):
+        convert_checkpoint(truncated, tmp_path / "out", "ssv2", 4)
+
+
+def test_random_bytes_are_reported_as_corrupted(tmp_path):
+    path = tmp_path / "noise.pth"
+    noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path.write_bytes(bytes(noise.tolist()))
+    with pytest.raises(CheckpointConversionError, match="not a torch checkpoint .* truncated or corrupted"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4)
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint file"):
+        convert_checkpoint(tmp_path / "absent.pth", tmp_path / "out", "ssv2", 4)
+
+
+def _save_modified(tmp_path, modify):
+    state_dict = released_state_dict("ssv2", **SIZES["ssv2"])
+    modify(state_dict)
+    path = tmp_path / "modified.pth"
+    save_released_checkpoint(path, state_dict, variant="ssv2", image_size=64, num_frames=4, num_classes=174)
+    return path
+
+
+def test_missing_key_is_an_error_naming_it(tmp_path):
+    key = "visual.transformer.resblocks.1.temporal_skip_align_fc.bias"
+    path = _save_modified(tmp_path, lambda state_dict: state_dict.pop(key))
+    with pytest.raises(CheckpointConversionError, match=rf"missing 1 key\(s\): '{key}'"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4)
+
+
+def test_unexpected_key_is_an_error_naming_it(tmp_path):
+    path = _save_modified(tmp_path, lambda state_dict: state_dict.update({"visual.extra_scale": torch.ones(1)}))
+    with pytest.raises(CheckpointConversionError, match=r"unexpected 1 key\(s\): 'visual.extra_scale'"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4)
+
+
+def test_not_an_ila_checkpoint_is_an_error(tmp_path):
+    def strip_ila(state_dict):
+        for key in [key for key in state_dict if "message_attn" in key]:
+            del state_dict[key]
+
+    with pytest.raises(CheckpointConversionError, match="no ILA interaction block"):
+        convert_checkpoint(_save_modified(tmp_path, strip_ila), tmp_path / "out")
+
+
+def test_requested_variant_must_match_the_checkpoint(tmp_path):
+    path = tmp_path / "ssv2.pth"
+    write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    with pytest.raises(ValueError, match=r"variant='k400' was requested, but the checkpoint is a 'ssv2' checkpoint"):
+        convert_checkpoint(path, tmp_path / "out", "k400", 4)
+
+
+def test_requested_frame_count_must_match_the_checkpoint(tmp_path):
+    path = tmp_path / "ssv2.pth"
+    write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    with pytest.raises(ValueError, match=r"num_frames=8 was requested, but the checkpoint was trained with 4 frames"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 8)
+
+
+def test_class_names_must_match_the_linear_head(tmp_path):
+    path = tmp_path / "ssv2.pth"
+    write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    with pytest.raises(ValueError, match="classifier has 174 classes but 3 class names were given"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4, class_names=["a", "b", "c"])
+
+
+def test_tokenizer_must_fit_the_text_tower(tmp_path, clip_tokenizer_dir):
+    path = tmp_path / "k400.pth"
+    write_released_checkpoint(path, "k400", **LAYOUT_JSON_SIZES)  # the published tiny layout: vocabulary of 500
+    with pytest.raises(ValueError, match="has 49408 tokens but the checkpoint's text tower embeds 500"):
+        convert_checkpoint(path, tmp_path / "out", "k400", 4, clip_text=clip_tokenizer_dir)
+
+
+def test_custom_class_names_from_a_csv(tmp_path, clip_tokenizer_dir):
+    labels = tmp_path / "labels.csv"
+    labels.write_text('id,name\n1,"pouring, slowly"\n0,juggling\n')
+    _, result = _convert(tmp_path, "k400", clip_tokenizer_dir, class_names=labels)
+    assert result.model.config.id2label == {0: "juggling", 1: "pouring, slowly"}
+    assert result.model.head.class_embeddings.shape == (2, 64)
+
+
+# ----------------------------------------------------------------------------------------------- Hub
+
+
+def test_push_to_hub_creates_the_repo_and_uploads_the_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo",
+        lambda self, repo_id, **kwargs: calls.append(("create_repo", repo_id, kwargs)) or f"https://hf.co/{repo_id}",
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "upload_folder",
+        lambda self, **kwargs: calls.append(("upload_folder", sorted(os.listdir(kwargs["folder_path"])), kwargs)),
+    )
+    path = tmp_path / "ssv2.pth"
+    write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
+    result = convert_checkpoint(path, tmp_path / "out", "ssv2", 4, push_to_hub="someone/ila-ssv2", private=True)
+
+    (_, repo_id, create_kwargs), (_, uploaded_files, upload_kwargs) = calls
+    assert repo_id == "someone/ila-ssv2" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    assert upload_kwargs["repo_id"] == "someone/ila-ssv2"
+    assert Path(upload_kwargs["folder_path"]) == tmp_path / "out"
+    assert {"config.json", "model.safetensors", "README.md", "conversion_report.json"} <= set(uploaded_files)
+    assert result.repo_url == "https://hf.co/someone/ila-ssv2"
