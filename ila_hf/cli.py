@@ -15,8 +15,30 @@ def _add_predict_command(subparsers) -> None:
 
 
 def _add_train_command(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="Fine-tune ILA with accelerate.")
-    parser.set_defaults(handler=lambda args: parser.error("not available yet"))
+    from .training import add_training_arguments, config_from_args
+
+    parser = subparsers.add_parser(
+        "train",
+        help="Fine-tune ILA with accelerate.",
+        description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
+    )
+    add_training_arguments(parser)
+
+    def run(args) -> int:
+        from .training import train
+
+        result = train(config_from_args(args))
+        if result.stopped_early:
+            print(f"Stopped after step {result.global_step}; continue with --resume --output-dir {result.output_dir}")
+        else:
+            print(f"Model: {result.model_dir}")
+            print("Final metrics: " + ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
+        if result.hub_upload is not None and not result.hub_upload.ok:
+            print(f"Upload to {result.hub_upload.repo_id} failed: {result.hub_upload.error}", file=sys.stderr)
+            return 1
+        return 0
+
+    parser.set_defaults(handler=run)
 
 
 def _add_convert_command(subparsers) -> None:

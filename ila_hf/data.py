@@ -172,7 +172,7 @@ def clip_seed(seed: int, epoch: int, video: str) -> int:
 class VideoClipTransform:
     """
     `Dataset.with_transform` callable: decodes a batch of rows `{"video": [...], "label": [...]}` into
-    `{"pixel_values": [(T, 3, H, W) tensors], "labels": [ints], "clip_seed": [ints]}`.
+    `{"pixel_values": [(T, 3, H, W) tensors], "labels": [ints]}`, plus `"clip_seed": [ints]` in training.
 
     Training: TSN segment sampling with a random frame per segment, then `clip_transform` (augmentation), both
     seeded by `clip_seed(seed, epoch, path)`; call `set_epoch` before every epoch. Evaluation: the middle frame of
@@ -210,7 +210,26 @@ class VideoClipTransform:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         clips, seeds = zip(*(self.clip(video) for video in batch["video"])) if batch["video"] else ((), ())
-        return {"pixel_values": list(clips), "labels": list(batch["label"]), "clip_seed": list(seeds)}
+        items = {"pixel_values": list(clips), "labels": list(batch["label"])}
+        if self.training:  # marks training clips: the collator mixes only these
+            items["clip_seed"] = list(seeds)
+        return items
+
+
+class VideoProcessorTransform:
+    """
+    `Dataset.with_transform` callable running a video processor (e.g. `ILAVideoProcessor`) on the batch's paths:
+    `{"pixel_values": [(T, 3, H, W) or (V, T, 3, H, W) tensors], "labels": [ints]}`. With `num_clips` / `num_crops`
+    processor kwargs this gives the multi-view evaluation protocol, exactly as the exported processor computes it.
+    """
+
+    def __init__(self, video_processor, **processor_kwargs):
+        self.video_processor = video_processor
+        self.processor_kwargs = processor_kwargs
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        pixel_values = self.video_processor(list(batch["video"]), return_tensors="pt", **self.processor_kwargs)
+        return {"pixel_values": list(pixel_values["pixel_values"]), "labels": list(batch["label"])}
 
 
 # ------------------------------------------------------------------------------------------------------ mixing
@@ -278,9 +297,10 @@ class VideoClassificationCollator:
     """
     Stacks `VideoClipTransform` items into `{"pixel_values": (B, T, 3, H, W), "labels": ...}`.
 
-    Without `mixup`, labels are class ids (B,) (or smoothed soft targets (B, K) when `label_smoothing` > 0 and
-    `num_labels` is given). With `mixup`, a `MixupCutmix` mixes the batch, seeded by the items' clip seeds, so a
-    batch is mixed the same way whichever process or worker collates it.
+    Training items (those carrying a `clip_seed`) get the recipe's targets: with `mixup`, a `MixupCutmix` mixes the
+    batch, seeded by the items' clip seeds, so a batch is mixed the same way whichever process or worker collates
+    it; without, labels are smoothed soft targets (B, K) when `label_smoothing` > 0. Evaluation items are never
+    mixed and keep class ids (B,), so one collator serves both (as the `Trainer` needs).
     """
 
     def __init__(
@@ -295,6 +315,8 @@ class VideoClassificationCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         pixel_values = torch.stack([example["pixel_values"] for example in examples])
         labels = torch.tensor([example["labels"] for example in examples], dtype=torch.long)
+        if not all("clip_seed" in example for example in examples):
+            return {"pixel_values": pixel_values, "labels": labels}
         if self.mixup is not None:
             seeds = [example["clip_seed"] for example in examples]
             pixel_values, labels = self.mixup(pixel_values, labels, np.random.default_rng(seeds))
@@ -308,6 +330,7 @@ __all__ = [
     "MixupCutmix",
     "VideoClassificationCollator",
     "VideoClipTransform",
+    "VideoProcessorTransform",
     "build_dataset",
     "clip_seed",
     "cutmix_box",

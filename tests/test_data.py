@@ -146,8 +146,9 @@ def test_training_clip_transform_gets_a_generator_seeded_by_the_clip_seed(tiny_v
     training = VideoClipTransform(record, num_frames=4, training=True, seed=3)
     item = dataset.with_transform(training)[5]
     assert seen == [item["clip_seed"]] == [clip_seed(3, 0, dataset[5]["video"])]
-    dataset.with_transform(VideoClipTransform(record, num_frames=4, training=False))[5]
+    evaluation_item = dataset.with_transform(VideoClipTransform(record, num_frames=4, training=False))[5]
     assert seen[-1] is None
+    assert "clip_seed" not in evaluation_item
 
 
 def test_clip_seed_depends_on_seed_epoch_and_video():
@@ -166,7 +167,7 @@ def test_collator_stacks_clips_and_class_ids():
 
 
 def test_collator_with_label_smoothing_only_gives_smoothed_targets():
-    examples = [{"pixel_values": torch.zeros(2, 3, 4, 4), "labels": 1}]
+    examples = [{"pixel_values": torch.zeros(2, 3, 4, 4), "labels": 1, "clip_seed": 0}]
     batch = VideoClassificationCollator(label_smoothing=0.1, num_labels=4)(examples)
     assert torch.allclose(batch["labels"], torch.tensor([[0.025, 0.925, 0.025, 0.025]]))
 
@@ -238,3 +239,11 @@ def test_collator_mixes_deterministically_from_the_clip_seeds():
     assert first["labels"].shape == (4, 3)
     reseeded = collator([{**example, "clip_seed": example["clip_seed"] + 1} for example in examples])
     assert not torch.equal(first["labels"], reseeded["labels"])
+
+
+def test_collator_never_mixes_evaluation_items():
+    collator = VideoClassificationCollator(MixupCutmix(num_labels=3), label_smoothing=0.1, num_labels=3)
+    examples = [{"pixel_values": torch.randn(2, 3, 8, 8), "labels": i} for i in range(3)]
+    batch = collator(examples)
+    assert batch["labels"].tolist() == [0, 1, 2]
+    assert torch.equal(batch["pixel_values"], torch.stack([example["pixel_values"] for example in examples]))

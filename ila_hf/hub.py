@@ -1,0 +1,295 @@
+"""Export a trained ILA model as a self-contained Transformers folder, and upload it to the Hub in the background.
+
+`export_model` writes everything a user needs into one folder: the weights (safetensors), the config, the video
+processor, the Python files that `trust_remote_code` loads, and a model card filled with the run's data,
+hyper-parameters and metrics. `push_to_hub_in_background` then uploads that finished folder from a worker thread,
+retrying with exponential backoff; a failed upload is logged and reported in the returned status, never raised, so
+it cannot stop or lose a training run.
+"""
+
+import concurrent.futures
+import logging
+import string
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi
+
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TEMPLATE_NAME = "model_card.md"
+
+
+# ------------------------------------------------------------------------------------------------------ model card
+def find_model_card_template() -> Path:
+    """The model card template: `ila_hf/model_card.md` when packaged, else the repository's `model_card.md`."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / MODEL_CARD_TEMPLATE_NAME, package_dir.parent / MODEL_CARD_TEMPLATE_NAME):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"No {MODEL_CARD_TEMPLATE_NAME} template next to the ila_hf package or in the repository root "
+        f"({package_dir}); pass `template=` to `render_model_card`."
+    )
+
+
+def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("name", "value")) -> str:
+    """A two-column markdown table of `rows` (floats with 4 significant digits)."""
+    lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
+    for name, value in rows.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        lines.append(f"| {name} | {value} |")
+    return "\n".join(lines)
+
+
+class _Placeholders(dict):
+    """`str.format_map` mapping that records the placeholders the context does not fill."""
+
+    def __init__(self, context: Mapping[str, Any]):
+        super().__init__(context)
+        self.missing: list[str] = []
+
+    def __missing__(self, key: str) -> str:
+        self.missing.append(key)
+        return "not recorded"
+
+
+def render_model_card(context: Mapping[str, Any], template: str | Path | None = None) -> str:
+    """
+    Fill the model card template (a `str.format` template: `{name}` placeholders, literal braces doubled).
+
+    Placeholders the context lacks render as "not recorded" and are logged, so a template with new fields still
+    renders.
+    """
+    template_text = Path(template or find_model_card_template()).read_text(encoding="utf-8")
+    placeholders = _Placeholders(context)
+    card = string.Formatter().vformat(template_text, (), placeholders)
+    if placeholders.missing:
+        logger.warning("Model card placeholders without a value: %s", sorted(set(placeholders.missing)))
+    return card
+
+
+def model_card_context(
+    model,
+    *,
+    model_id: str,
+    base_model: str = "unknown",
+    train_data: str = "unknown",
+    num_train_videos: int | str = "unknown",
+    validation_data: str = "none",
+    num_validation_videos: int | str = 0,
+    hyperparameters: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    compute: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values `model_card.md` refers to, taken from the model's config and the training run."""
+    config = model.config
+    labels = [config.id2label[index] for index in sorted(config.id2label)]
+    preview = ", ".join(f"`{label}`" for label in labels[:8]) + (", ..." if len(labels) > 8 else "")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    head_description = (
+        "cosine similarity with CLIP text embeddings of the class names refined by video-specific prompts"
+        if config.head == "text"
+        else "linear classifier"
+    )
+    frozen_description = (
+        f"The CLIP backbone was frozen; {trainable:,} of {total:,} parameters were trained."
+        if config.freeze_backbone
+        else f"The whole model ({trainable:,} of {total:,} parameters) was trained."
+    )
+    no_metrics = "No evaluation was run."
+    return {
+        "model_id": model_id,
+        "model_name": model_id.rsplit("/", 1)[-1],
+        "base_model": base_model,
+        "train_data": train_data,
+        "train_data_name": f"`{Path(train_data).name}`" if train_data not in ("unknown", "") else "unknown data",
+        "num_train_videos": num_train_videos,
+        "validation_data": validation_data,
+        "num_validation_videos": num_validation_videos,
+        "num_labels": config.num_labels,
+        "labels_preview": preview,
+        "num_frames": config.num_frames,
+        "image_size": config.image_size,
+        "head": config.head,
+        "head_description": head_description,
+        "frozen_description": frozen_description,
+        "trainable_parameters": f"{trainable:,}",
+        "total_parameters": f"{total:,}",
+        "hyperparameters": markdown_table(hyperparameters) if hyperparameters else "Not recorded.",
+        "metrics": markdown_table(metrics, ("metric", "value")) if metrics else no_metrics,
+        "compute": markdown_table(compute, ("item", "value")) if compute else "Not recorded.",
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def export_model(
+    model,
+    folder: str | Path,
+    *,
+    video_processor=None,
+    card_context: Mapping[str, Any] | None = None,
+    card_template: str | Path | None = None,
+) -> Path:
+    """
+    Write a complete `save_pretrained` folder: `model.safetensors`, `config.json` (with `auto_map`), the video
+    processor's JSON, the code files for `trust_remote_code` (modelling, configuration, video processing and their
+    sibling imports) and `README.md` (the model card, when `card_context` is given).
+
+    The folder is complete when this returns; upload it afterwards (see `push_to_hub_in_background`).
+
+    Args:
+        model: an `ILAForVideoClassification` (unwrapped from any DDP/FSDP wrapper).
+        folder: destination; created if needed, existing files are overwritten.
+        video_processor: an `ILAVideoProcessor` to save alongside the model.
+        card_context: placeholder values for the model card (see `model_card_context`).
+        card_template: model card template path; defaults to `find_model_card_template()`.
+
+    Returns:
+        The folder path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    if video_processor is not None:
+        if getattr(type(video_processor), "_auto_class", None) is None:
+            # Copies video_processing_ila.py and its sibling imports, and writes the processor's auto_map.
+            type(video_processor).register_for_auto_class()
+        video_processor.save_pretrained(folder)
+    if card_context is not None:
+        (folder / "README.md").write_text(render_model_card(card_context, card_template), encoding="utf-8")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------------ upload
+@dataclass
+class UploadStatus:
+    """Outcome of one background upload."""
+
+    repo_id: str
+    folder: str
+    ok: bool = False
+    attempts: int = 0
+    error: str | None = None
+    commit_url: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class HubUpload:
+    """Handle on a background upload: `done()`, and `result(timeout)` -> `UploadStatus` (never raises the upload's
+    error; a timeout returns the status so far with `error` set)."""
+
+    def __init__(self, future: concurrent.futures.Future, status: UploadStatus):
+        self._future = future
+        self._status = status
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> UploadStatus:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self._status.error = self._status.error or f"upload still running after {timeout} s"
+            return self._status
+
+
+def _upload_with_retries(
+    api: HfApi,
+    status: UploadStatus,
+    *,
+    private: bool,
+    commit_message: str,
+    max_attempts: int,
+    initial_backoff: float,
+    sleep: Callable[[float], None],
+) -> UploadStatus:
+    for attempt in range(1, max_attempts + 1):
+        status.attempts = attempt
+        try:
+            api.create_repo(status.repo_id, repo_type="model", private=private, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=status.repo_id,
+                folder_path=status.folder,
+                repo_type="model",
+                commit_message=commit_message,
+            )
+        except Exception as error:  # any failure (network, auth, server) is reported, never raised
+            message = f"{type(error).__name__}: {error}"
+            status.errors.append(message)
+            status.error = message
+            if attempt == max_attempts:
+                logger.error(
+                    "Upload of %s to %s failed after %d attempts; the local export is kept. Last error: %s",
+                    status.folder, status.repo_id, attempt, message,
+                )
+                return status
+            delay = initial_backoff * 2 ** (attempt - 1)
+            logger.warning(
+                "Upload of %s to %s failed (attempt %d/%d: %s); retrying in %.1f s.",
+                status.folder, status.repo_id, attempt, max_attempts, message, delay,
+            )
+            sleep(delay)
+        else:
+            status.ok, status.error = True, None
+            status.commit_url = str(getattr(commit, "commit_url", commit))
+            logger.info("Uploaded %s to %s (%s).", status.folder, status.repo_id, status.commit_url)
+            return status
+    return status
+
+
+def push_to_hub_in_background(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload ILA model",
+    max_attempts: int = 5,
+    initial_backoff: float = 2.0,
+    api: HfApi | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> HubUpload:
+    """
+    Upload a finished export folder to the Hub from a worker thread: `create_repo(exist_ok=True)` then
+    `upload_folder`, retried up to `max_attempts` times with delays `initial_backoff * 2 ** (attempt - 1)`.
+
+    Returns at once with a `HubUpload`; its `result()` gives an `UploadStatus` whose `ok`, `attempts` and `error`
+    say what happened. Errors are logged, never raised.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Nothing to upload: {folder} is not a folder; export the model first.")
+    status = UploadStatus(repo_id=repo_id, folder=str(folder))
+    api = api or HfApi(token=token)
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ila-hub-upload")
+    future = executor.submit(
+        _upload_with_retries,
+        api,
+        status,
+        private=private,
+        commit_message=commit_message,
+        max_attempts=max_attempts,
+        initial_backoff=initial_backoff,
+        sleep=sleep,
+    )
+    executor.shutdown(wait=False)  # the thread finishes the upload; the executor takes no more work
+    return HubUpload(future, status)
+
+
+__all__ = [
+    "HubUpload",
+    "UploadStatus",
+    "export_model",
+    "find_model_card_template",
+    "markdown_table",
+    "model_card_context",
+    "push_to_hub_in_background",
+    "render_model_card",
+]
