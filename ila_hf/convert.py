@@ -44,6 +44,7 @@ CLASS_NAME_TEMPLATE = "{}"  # the released K400 recipe embeds the bare class nam
 CLIP_HEAD_DIM = 64  # OpenAI CLIP, the MIT and the prompt generator: width / 64 heads
 TRAINING_ENTRIES = ("optimizer", "lr_scheduler", "max_accuracy", "epoch", "config")
 
+_TEXT_TOWER_ANCHORS = ("token_embedding.weight", "positional_embedding", "transformer.resblocks.0.mlp.c_fc.weight")
 _LINEAR = ("weight", "bias")
 _BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -257,6 +258,8 @@ def infer_architecture(state_dict: dict[str, torch.Tensor]) -> ReleasedArchitect
         architecture.num_labels = _shape(state_dict, "mit.classify_head.2.weight")[0]
     else:
         architecture.prompt_layers = _count_blocks(state_dict, "prompts_generator.decoder.")
+    # K400 checkpoints need their CLIP text tower; SSv2 ones may carry it unused (the authors' model class builds it).
+    if variant == "k400" or all(key in state_dict for key in _TEXT_TOWER_ANCHORS):
         architecture.text_vocab_size, architecture.text_hidden_size = _shape(state_dict, "token_embedding.weight")
         architecture.text_context_length = _shape(state_dict, "positional_embedding")[0]
         architecture.text_layers = _count_blocks(state_dict, "transformer.resblocks.")
@@ -323,6 +326,11 @@ class _StateDictMapper:
     def _put(self, source_key: str, target_key: str, value: torch.Tensor) -> None:
         self.target[target_key] = value.contiguous()
         self.mapped.setdefault(source_key, []).append(target_key)
+
+    def discard(self, source_key: str) -> None:
+        """Consume a source tensor that the converted model has no use for."""
+        if self._take(source_key) is not None:
+            self.mapped.setdefault(source_key, [])
 
     def copy(self, source_key: str, target_key: str) -> None:
         value = self._take(source_key)
@@ -564,12 +572,16 @@ def build_config(architecture: ReleasedArchitecture, class_names: Sequence[str],
     return ILAVideoConfig(**settings)
 
 
+TEXT_TOWER_USED = "frozen CLIP text tower: run once on the class names to compute head.class_embeddings"
+TEXT_TOWER_UNUSED = "CLIP text tower saved along by the authors' model class; the SSv2 linear head does not use it"
+
+
 @dataclass
 class ConvertedTensors:
     model_state_dict: dict[str, torch.Tensor]  # ILAForVideoClassification names; all but head.class_embeddings
-    text_state_dict: dict[str, torch.Tensor]  # CLIPTextModelWithProjection names; empty for SSv2
+    text_state_dict: dict[str, torch.Tensor]  # CLIPTextModelWithProjection names (K400); empty for SSv2
     model_sources: dict[str, list[str]]  # source key -> model keys
-    text_sources: dict[str, list[str]]  # source key -> text tower keys
+    dropped: dict[str, str]  # source key -> why the converted model does not hold it
 
 
 def convert_state_dict(
@@ -586,10 +598,18 @@ def convert_state_dict(
     _map_vision(model_mapper, architecture)
     _map_heads(model_mapper, architecture)
     text_mapper = _StateDictMapper(state_dict, torch.float32)
-    if architecture.variant == "k400":
-        _map_text_tower(text_mapper, architecture)
+    if architecture.text_vocab_size is not None:
+        _map_text_tower(text_mapper, architecture)  # all of it, or a missing-key error
+        if architecture.variant == "ssv2":
+            text_mapper.discard("logit_scale")
     _raise_on_missing_or_unexpected(state_dict, [model_mapper, text_mapper])
-    return ConvertedTensors(model_mapper.target, text_mapper.target, model_mapper.mapped, text_mapper.mapped)
+    reason = TEXT_TOWER_USED if architecture.variant == "k400" else TEXT_TOWER_UNUSED
+    return ConvertedTensors(
+        model_state_dict=model_mapper.target,
+        text_state_dict=text_mapper.target if architecture.variant == "k400" else {},
+        model_sources=model_mapper.mapped,
+        dropped={key: reason for key in text_mapper.mapped},
+    )
 
 
 def _load_into_model(model: ILAForVideoClassification, model_state: dict[str, torch.Tensor]) -> None:
@@ -694,6 +714,7 @@ def convert_checkpoint(
     report = ConversionReport(
         architecture=asdict(architecture),
         mapped=tensors.model_sources,
+        dropped=tensors.dropped,
         dropped_entries=sorted(training_entries),
         source={
             "file": checkpoint_path.name,
@@ -706,8 +727,6 @@ def convert_checkpoint(
         tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
         text_model = build_clip_text_model(tensors.text_state_dict, architecture, tokenizer)
         model.set_class_names(names, text_model, tokenizer=tokenizer, template=CLASS_NAME_TEMPLATE)
-        reason = "frozen CLIP text tower: run once on the class names to compute head.class_embeddings"
-        report.dropped.update({key: reason for key in tensors.text_sources})
         report.computed["head.class_embeddings"] = (
             f"checkpoint's text tower on {len(names)} class names, template {CLASS_NAME_TEMPLATE!r}"
         )

@@ -151,22 +151,29 @@ def released_layout(
     num_classes: int = 174,
     mit_layers: int = 1,
     prompt_layers: int = 2,
+    ssv2_text_tower: bool = False,
 ) -> "OrderedDict[str, tuple[int, ...]]":
     """Key -> shape of a released checkpoint's ``model`` state dict, in the released order.
 
     ``num_classes`` only matters for ``ssv2`` (the linear head); the K400 text head's classes come
     from class names. ``text_*``, ``vocab_size``, ``context_length`` and ``prompt_layers`` only
-    matter for ``k400``.
+    matter for ``k400``, or for ``ssv2`` with ``ssv2_text_tower=True``: the published SSv2 layout
+    has no text tower, but the authors' SSv2 model class inherits CLIP's, so a file carrying an
+    unused one (plus ``logit_scale``) is plausible; the converter must accept and drop it.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     grid = image_size // patch_size
     entries: list[tuple[str, tuple[int, ...]]] = []
-    if variant == "k400":
+    with_text_tower = variant == "k400" or ssv2_text_tower
+    if with_text_tower:
         entries += [
             ("positional_embedding", (context_length, text_width)),
             ("text_projection", (text_width, embed_dim)),
             ("logit_scale", ()),
+        ]
+    if variant == "k400":
+        entries += [
             ("prompts_visual_proj", (width, embed_dim)),
             ("prompts_generator.alpha", (embed_dim,)),
             ("prompts_generator.norm.weight", (embed_dim,)),
@@ -210,13 +217,16 @@ def released_layout(
     for i in range(layers):
         entries += _ila_block(f"visual.transformer.resblocks.{i}", width, variant)
     entries += [("visual.ln_post.weight", (width,)), ("visual.ln_post.bias", (width,))]
-    if variant == "k400":
+    if with_text_tower:
         for i in range(text_layers):
             entries += _clip_block(f"transformer.resblocks.{i}", text_width)
         entries += [
             ("token_embedding.weight", (vocab_size, text_width)),
             ("ln_final.weight", (text_width,)),
             ("ln_final.bias", (text_width,)),
+        ]
+    if variant == "k400":
+        entries += [
             ("prompts_visual_ln.weight", (width,)),
             ("prompts_visual_ln.bias", (width,)),
         ]

@@ -156,6 +156,26 @@ def test_every_source_key_is_mapped_or_dropped_on_purpose(converted):
     assert bool(text_keys) == (variant == "k400")
 
 
+def test_ssv2_checkpoint_carrying_an_unused_clip_text_tower_converts_and_lists_it(tmp_path):
+    checkpoint = tmp_path / "ssv2-with-text.pth"
+    state_dict = write_released_checkpoint(checkpoint, "ssv2", ssv2_text_tower=True, vocab_size=500, **SIZES["ssv2"])
+    result = convert_checkpoint(checkpoint, tmp_path / "out", "ssv2", 4)
+    text_keys = {key for key in state_dict if not key.startswith(("visual.", "mit."))}
+    assert "logit_scale" in text_keys and "token_embedding.weight" in text_keys
+    assert set(result.report.dropped) == text_keys
+    assert set(result.report.mapped) == set(state_dict) - text_keys
+    pixel_values = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        logits = result.model(pixel_values).logits
+    torch.testing.assert_close(logits, reference_forward(state_dict, pixel_values).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_ssv2_checkpoint_with_a_partial_text_tower_is_an_error(tmp_path):
+    path = _save_modified(tmp_path, lambda state_dict: state_dict.update({"token_embedding.weight": torch.ones(9, 64)}))
+    with pytest.raises(CheckpointConversionError, match=r"unexpected 1 key\(s\): 'token_embedding.weight'"):
+        convert_checkpoint(path, tmp_path / "out", "ssv2", 4)
+
+
 def test_batch_norm_running_statistics_are_carried_exactly(converted):
     _, state_dict, result = converted
     converted_state = result.model.state_dict()
