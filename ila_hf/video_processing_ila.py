@@ -1,0 +1,230 @@
+"""Video processor for ILA: sampling, decoding and preprocessing exactly as the released evaluation.
+
+Shipped as Hub remote code together with its flat sibling imports ``sampling.py``, ``video_io.py`` and
+``transforms.py``, which import nothing from ``ila_hf`` itself.
+"""
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+
+from transformers.image_processing_utils import BatchFeature, get_size_dict
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    PILImageResampling,
+    SizeDict,
+)
+from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.utils import TensorType
+from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.video_utils import (
+    VideoInput,
+    VideoMetadata,
+    group_videos_by_shape,
+    make_batched_metadata,
+    make_batched_videos,
+    reorder_videos,
+)
+
+from .sampling import sample_frame_indices
+from .transforms import resize_scale, three_crop
+from .video_io import load_video
+
+
+__all__ = ["ILAVideoProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+
+
+def _at_least_one(value) -> None:
+    # Types are checked by the annotation; this only bounds the value (missing keys arrive as a sentinel).
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"Value must be an integer >= 1, got {value!r}")
+
+
+class ILAVideoProcessorKwargs(VideosKwargs, total=False):
+    r"""
+    sampling (`str`, *optional*, defaults to `"segment"`):
+        Frame sampling plan: `"segment"` (TSN: the middle frame of each of `num_frames` equal segments, the
+        released rule) or `"dense"` (`num_frames` frames `frame_interval` apart, centred).
+    frame_interval (`int`, *optional*, defaults to 1):
+        Step between frames for `sampling="dense"`.
+    num_clips (`int`, *optional*, defaults to 1):
+        Temporal views per video (the released test protocol uses 4).
+    num_crops (`int`, *optional*, defaults to 1):
+        Spatial views per clip: 1 (short side resized to `size["shortest_edge"]`, centre crop) or 3 (short side
+        resized to the crop size, three crops along the long side).
+    """
+
+    sampling: Literal["segment", "dense"]
+    frame_interval: Annotated[int, _at_least_one]
+    num_clips: Annotated[int, _at_least_one]
+    num_crops: Literal[1, 3]
+
+
+class ILAVideoProcessor(BaseVideoProcessor):
+    r"""
+    Turns videos into ILA's `pixel_values`, as the released evaluation pipeline does.
+
+    1. Sampling (`do_sample_frames=True`): `num_frames` frame indices per temporal view from `sampling.py`
+       (`"segment"`: the middle frame of each TSN segment; deterministic). With `num_clips > 1` the views follow
+       the deterministic multi-view rule.
+    2. Decoding: paths and http(s) URLs are decoded with PyAV by `video_io.load_video` (only the sampled frames,
+       seeking in long files); arrays, tensors and lists of PIL images are indexed.
+    3. Short side resized to `size["shortest_edge"]` (`int(256 / 224 * crop)`: 256 for 224), centre crop to
+       `crop_size`; or with `num_crops=3`, short side resized to the crop size and three crops along the long side.
+    4. Rescale by 1/255 and normalise with `image_mean` / `image_std`: ImageNet statistics by default (the released
+       recipe's (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) on 0-255 pixels); `OPENAI_CLIP_MEAN` /
+       `OPENAI_CLIP_STD` (exported here) for CLIP's.
+
+    Inputs: a path or URL, a (T, H, W, 3) / (T, 3, H, W) array or tensor, a list of PIL images, or a list of those
+    (a batch; videos may differ in length and size).
+
+    Returns a `BatchFeature` with `pixel_values` of shape (B, T, 3, H, W), or (B, V, T, 3, H, W) with
+    V = `num_clips * num_crops` > 1 views, ordered clip by clip and crop by crop within a clip.
+
+    Passing only `crop_size` (e.g. 336) derives `size` as `{"shortest_edge": int(256 / 224 * crop)}`.
+    """
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": resize_scale(224)}
+    crop_size = {"height": 224, "width": 224}
+    default_to_square = False
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = True
+    num_frames = 8
+    sampling = "segment"
+    frame_interval = 1
+    num_clips = 1
+    num_crops = 1
+    valid_kwargs = ILAVideoProcessorKwargs
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, **kwargs: Unpack[ILAVideoProcessorKwargs]):
+        if kwargs.get("crop_size") is not None and kwargs.get("size") is None:
+            crop = get_size_dict(kwargs["crop_size"], param_name="crop_size")
+            kwargs["size"] = {"shortest_edge": resize_scale(min(crop["height"], crop["width"]))}
+        super().__init__(**kwargs)
+
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        num_frames: int | None = None,
+        fps: int | float | None = None,
+        sampling: str | None = None,
+        frame_interval: int | None = None,
+        num_clips: int | None = None,
+        **kwargs,
+    ) -> np.ndarray:
+        """
+        Frame indices for one video: (T,), or (num_clips, T) when `num_clips > 1`. Deterministic.
+
+        Args:
+            metadata (`VideoMetadata`): needs `total_num_frames`.
+            num_frames (`int`, *optional*): frames per view, defaults to `self.num_frames`.
+            fps: not supported (ILA sees a fixed number of frames); must be None.
+            sampling, frame_interval, num_clips: default to the processor's attributes.
+        """
+        if fps is not None:
+            raise ValueError(
+                f"ILA samples a fixed number of frames per clip (`num_frames`); `fps={fps}` sampling is not supported."
+            )
+        return sample_frame_indices(
+            metadata.total_num_frames,
+            num_frames if num_frames is not None else self.num_frames,
+            sampling if sampling is not None else self.sampling,
+            frame_interval=frame_interval if frame_interval is not None else self.frame_interval,
+            num_clips=num_clips if num_clips is not None else self.num_clips,
+        )
+
+    def preprocess(self, videos: VideoInput, **kwargs: Unpack[ILAVideoProcessorKwargs]) -> BatchFeature:
+        do_sample_frames = kwargs.get("do_sample_frames", self.do_sample_frames)
+        num_clips = kwargs.get("num_clips", self.num_clips)
+        if num_clips > 1 and not do_sample_frames:
+            raise ValueError(
+                f"num_clips={num_clips} temporal views are made by frame sampling, but do_sample_frames is off; "
+                "pass do_sample_frames=True, or num_clips=1 to process the given frames as one clip."
+            )
+        return super().preprocess(videos, **kwargs)
+
+    def _decode_and_sample_videos(
+        self,
+        videos: VideoInput,
+        video_metadata: VideoMetadata | dict | None,
+        do_sample_frames: bool | None = None,
+        sample_indices_fn=None,
+    ) -> tuple[list[np.ndarray | torch.Tensor], list[VideoMetadata]]:
+        """
+        Decode paths/URLs (only the sampled frames) and sample in-memory videos. Each video comes out with its views
+        flattened into the frame axis: (num_clips * T, ...), split again in `_preprocess`.
+        """
+        videos = make_batched_videos(videos)
+        in_memory = [video for video in videos if not isinstance(video, str)]
+        in_memory_metadata = iter(make_batched_metadata(in_memory, video_metadata) if in_memory else [])
+        sampled_videos, sampled_metadata = [], []
+        for video in videos:
+            if isinstance(video, str):
+                frames, metadata = load_video(video, sample_indices_fn)
+            else:
+                metadata = next(in_memory_metadata)
+                frames = video
+                if do_sample_frames:
+                    metadata.frames_indices = sample_indices_fn(metadata=metadata)
+                    frames = video[torch.as_tensor(metadata.frames_indices).reshape(-1)]
+            sampled_videos.append(frames.reshape(-1, *frames.shape[-3:]))
+            sampled_metadata.append(metadata)
+        return sampled_videos, sampled_metadata
+
+    def _preprocess(
+        self,
+        videos: list[torch.Tensor],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | None,
+        do_center_crop: bool,
+        crop_size: SizeDict,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | list[float] | None,
+        image_std: float | list[float] | None,
+        num_clips: int,
+        num_crops: int,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        if num_crops == 3 and crop_size.height != crop_size.width:
+            raise ValueError(f"num_crops=3 takes square crops; got crop_size {crop_size.height}x{crop_size.width}.")
+        grouped_videos, grouped_videos_index = group_videos_by_shape(videos)
+        processed_videos_grouped = {}
+        for shape, stacked_videos in grouped_videos.items():  # (B, num_clips * T, C, H, W)
+            batch_size, num_views_frames = stacked_videos.shape[:2]
+            if num_views_frames % num_clips:
+                raise ValueError(f"Expected a multiple of num_clips={num_clips} frames per video, got {num_views_frames}.")
+            if num_crops == 3:
+                side = crop_size.height
+                stacked_videos = self.resize(stacked_videos, SizeDict(shortest_edge=side), resample=resample)
+                stacked_videos = three_crop(stacked_videos, side).transpose(0, 1)  # (B, 3, num_clips * T, C, s, s)
+            else:
+                if do_resize:
+                    stacked_videos = self.resize(stacked_videos, size=size, resample=resample)
+                if do_center_crop:
+                    stacked_videos = self.center_crop(stacked_videos, crop_size)
+                stacked_videos = stacked_videos.unsqueeze(1)  # (B, 1, num_clips * T, C, s, s)
+            stacked_videos = self.rescale_and_normalize(
+                stacked_videos, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+            )
+            # (B, crops, clips * T, ...) -> (B, clips * crops, T, ...): views ordered clip-major.
+            views = stacked_videos.unflatten(2, (num_clips, -1)).transpose(1, 2).flatten(1, 2)
+            processed_videos_grouped[shape] = views[:, 0] if views.shape[1] == 1 else views
+        processed_videos = reorder_videos(processed_videos_grouped, grouped_videos_index)
+        return BatchFeature(data={"pixel_values": processed_videos}, tensor_type=return_tensors)
