@@ -632,7 +632,8 @@ class ILATextHead(nn.Module):
 
     def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
         """video_embeds (B, E), patch_tokens (B, T, N, D) -> logits (B, K)."""
-        context = self.visual_proj(self.visual_norm(patch_tokens)).mean(dim=1)  # (B, N, E)
+        # Averaging over frames before the (linear) projection: the same context with T times fewer multiply-adds.
+        context = self.visual_proj(self.visual_norm(patch_tokens).mean(dim=1))  # (B, N, E)
         class_embeds = self.class_embeddings.expand(video_embeds.shape[0], -1, -1)  # (B, K, E)
         class_embeds = class_embeds + self.prompt_generator(class_embeds, context)
         similarity = torch.einsum(
