@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .configuration_ila import ILAVideoConfig
+from .hub import export_model, markdown_table, model_card_context, push_to_hub_in_background
 from .modeling_ila import ILAForVideoClassification
 
 
@@ -51,6 +52,10 @@ _BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tra
 
 class CheckpointConversionError(ValueError):
     """A checkpoint that cannot be converted: unreadable, unsafe to unpickle, or not in the released ILA layout."""
+
+
+class HubUploadError(RuntimeError):
+    """The converted folder was written but could not be uploaded to the Hub."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -658,7 +663,7 @@ class ConversionResult:
     output_dir: Path
     model: ILAForVideoClassification
     report: ConversionReport
-    repo_url: str | None = None
+    commit_url: str | None = None  # set when pushed to the Hub
 
 
 def convert_checkpoint(
@@ -732,129 +737,134 @@ def convert_checkpoint(
         )
     model = model.to(dtype).eval()
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    _save_video_processor(output_dir, architecture)
+    card_context = _model_card_context(
+        model, architecture, report, training_entries.get("config"), model_id=push_to_hub or output_dir.name
+    )
+    export_model(
+        model,
+        output_dir,
+        video_processor=_released_video_processor(architecture),
+        card_context=card_context,
+        card_template=CONVERTED_MODEL_CARD_TEMPLATE,
+    )
     (output_dir / "conversion_report.json").write_text(report.to_json() + "\n", encoding="utf-8")
-    _write_model_card(output_dir, architecture, report, model.config.num_labels, push_to_hub)
 
-    repo_url = upload_folder_to_hub(output_dir, push_to_hub, private=private, token=token) if push_to_hub else None
-    return ConversionResult(output_dir=output_dir, model=model, report=report, repo_url=repo_url)
+    commit_url = _upload(output_dir, push_to_hub, private=private, token=token) if push_to_hub else None
+    return ConversionResult(output_dir=output_dir, model=model, report=report, commit_url=commit_url)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Folder extras: video processor, model card, upload
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Released preprocessing: ImageNet statistics on 0-255 pixels (not CLIP's), short side 256/224 * size, centre crop.
-RELEASED_IMAGE_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
-RELEASED_IMAGE_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
+CONVERTED_MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_converted.md"
+DATASET_NAMES = {"k400": "Kinetics-400", "ssv2": "Something-Something-v2"}
+# Top-1 the paper reports (4 x 3 views), by (variant, OpenAI CLIP model, frames).
+PUBLISHED_TOP1 = {
+    ("k400", "openai/clip-vit-base-patch32", 8): 81.3,
+    ("k400", "openai/clip-vit-base-patch32", 16): 82.4,
+    ("k400", "openai/clip-vit-base-patch16", 8): 84.0,
+    ("k400", "openai/clip-vit-base-patch16", 16): 85.7,
+    ("k400", "openai/clip-vit-large-patch14", 8): 88.0,
+    ("k400", "openai/clip-vit-large-patch14-336", 16): 88.7,
+    ("ssv2", "openai/clip-vit-base-patch16", 8): 65.0,
+    ("ssv2", "openai/clip-vit-base-patch16", 16): 66.8,
+    ("ssv2", "openai/clip-vit-large-patch14", 8): 67.8,
+    ("ssv2", "openai/clip-vit-large-patch14-336", 16): 70.2,
+}
+# Training-config entries that describe the run rather than the machine it ran on.
+_RECIPE_SECTIONS = ("MODEL", "DATA", "TRAIN", "AUG")
+_NOT_RECIPE = {"DATA.ROOT", "DATA.TRAIN_FILE", "DATA.VAL_FILE", "DATA.LABEL_LIST", "MODEL.PRETRAINED", "MODEL.RESUME"}
 
 
-def _save_video_processor(output_dir: Path, architecture: ReleasedArchitecture) -> None:
+def _released_video_processor(architecture: ReleasedArchitecture):
+    """The released evaluation preprocessing (segment sampling, short side 256/224 * size, centre crop, ImageNet
+    statistics), or None when the video processor module is unavailable."""
     try:
         from .video_processing_ila import ILAVideoProcessor
-    except ImportError:
-        logger.warning("ila_hf.video_processing_ila is not available; the folder gets no video processor.")
-        return
+    except ImportError as error:
+        logger.warning("No video processor saved: ila_hf.video_processing_ila cannot be imported (%s).", error)
+        return None
     size = architecture.image_size
-    processor = ILAVideoProcessor(
-        num_frames=architecture.num_frames,
-        size={"shortest_edge": round(size * 256 / 224)},
-        crop_size={"height": size, "width": size},
-        image_mean=list(RELEASED_IMAGE_MEAN),
-        image_std=list(RELEASED_IMAGE_STD),
+    return ILAVideoProcessor(num_frames=architecture.num_frames, crop_size={"height": size, "width": size})
+
+
+def openai_clip_name(architecture: ReleasedArchitecture) -> str:
+    """The OpenAI CLIP a released checkpoint starts from, by vision width, patch and image size."""
+    family = {768: "base", 1024: "large"}.get(architecture.hidden_size)
+    name = f"openai/clip-vit-{family}-patch{architecture.patch_size}"
+    if family is None:
+        return f"a CLIP ViT (width {architecture.hidden_size}, patch {architecture.patch_size})"
+    return name + ("-336" if architecture.image_size == 336 else "")
+
+
+def _recipe_hyperparameters(training_config) -> dict:
+    """Scalar settings of the checkpoint's yacs training config, as "SECTION.KEY" -> value."""
+    if not isinstance(training_config, dict):
+        return {}
+    settings = {}
+    for section in _RECIPE_SECTIONS:
+        for key, value in (training_config.get(section) or {}).items():
+            name = f"{section}.{key}"
+            if isinstance(value, (bool, int, float, str)) and name not in _NOT_RECIPE:
+                settings[name] = value
+    return settings
+
+
+def _model_card_context(model, architecture: ReleasedArchitecture, report: ConversionReport, training_config, model_id):
+    base_model = openai_clip_name(architecture)
+    context = model_card_context(
+        model,
+        model_id=model_id,
+        base_model=base_model,
+        hyperparameters=_recipe_hyperparameters(training_config),
     )
-    processor.save_pretrained(output_dir)
-
-
-_MODEL_CARD_TEMPLATES = (
-    Path(__file__).resolve().parent / "model_card.md",
-    Path(__file__).resolve().parents[1] / "model_card.md",
-)
-
-
-def _write_model_card(
-    output_dir: Path, architecture: ReleasedArchitecture, report: ConversionReport, num_labels: int, repo_id
-) -> None:
-    dataset = "Kinetics-400" if architecture.variant == "k400" else "Something-Something-v2"
-    values = {
-        "repo_id": repo_id or output_dir.name,
-        "dataset": dataset,
-        "variant": architecture.variant,
-        "num_frames": architecture.num_frames,
-        "image_size": architecture.image_size,
-        "patch_size": architecture.patch_size,
-        "num_labels": num_labels,
-        "source_file": report.source.get("file"),
-        "source_sha256": report.source.get("sha256"),
-    }
-    template = next((path for path in _MODEL_CARD_TEMPLATES if path.is_file()), None)
-    if template is not None:
-        text = template.read_text(encoding="utf-8")
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", str(value))
-    else:
-        text = _default_model_card(architecture, values)
-    (output_dir / "README.md").write_text(text, encoding="utf-8")
-
-
-def _default_model_card(architecture: ReleasedArchitecture, values: dict) -> str:
-    head = (
-        "text head (cosine similarity to CLIP text embeddings of the class names, refined by video-specific prompts)"
+    metrics = {}
+    if report.source.get("max_accuracy") is not None:
+        metrics["top-1 stored in the checkpoint (authors' validation)"] = report.source["max_accuracy"]
+    published = PUBLISHED_TOP1.get((architecture.variant, base_model, architecture.num_frames))
+    if published is not None:
+        metrics["top-1 reported in the paper (4 x 3 views)"] = published
+    head_note = (
+        f"The text head's class embeddings were computed once by the checkpoint's own CLIP text tower on the "
+        f"{model.config.num_labels} class names (template `\"{CLASS_NAME_TEMPLATE}\"`); the text tower itself is not "
+        "part of this model."
         if architecture.head == "text"
-        else "linear head"
+        else f"The linear head's {model.config.num_labels} classes follow the released label list's order."
     )
-    return f"""---
-library_name: transformers
-pipeline_tag: video-classification
-tags:
-- video-classification
-- ila
-- clip
-datasets:
-- {values['dataset'].lower()}
----
-
-# ILA video classifier ({values['dataset']}, {architecture.num_frames} frames)
-
-ILA (Implicit Learnable Alignment, Tu et al., ICCV 2023) video classifier converted from the authors' released
-checkpoint `{values['source_file']}` (sha256 `{values['source_sha256']}`) with `ila-hf convert`.
-A CLIP ViT (patch {architecture.patch_size}, {architecture.image_size}px) whose every layer aligns adjacent frames
-around predicted interactive points, a multi-frame integration transformer, and a {head}.
-
-```python
-import ila_hf  # registers the ILA classes (or pass trust_remote_code=True)
-from transformers import pipeline
-
-classifier = pipeline("video-classification", model="{values['repo_id']}")
-classifier("video.mp4")
-```
-
-Inputs: {architecture.num_frames} frames of {architecture.image_size}x{architecture.image_size}, normalised with
-ImageNet statistics as in the released recipe. `conversion_report.json` lists where every released tensor went.
-"""
+    context.update(
+        dataset=DATASET_NAMES[architecture.variant],
+        source_file=report.source.get("file"),
+        source_sha256=report.source.get("sha256"),
+        epoch=report.source.get("epoch"),
+        head_note=head_note,
+        base_model_metadata=f"base_model: {base_model}" if base_model.startswith("openai/") else "",
+        metrics=markdown_table(metrics, ("metric", "value")) if metrics else "No accuracy is stored in the checkpoint.",
+    )
+    return context
 
 
-def upload_folder_to_hub(
-    folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None
-) -> str:
-    """Create the Hub model repo if needed and upload the folder; returns the repo URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        repo_type="model",
-        folder_path=str(folder),
+def _upload(folder: Path, repo_id: str, private: bool, token: str | None) -> str | None:
+    """Create the Hub repo if needed and upload the folder (with retries); raise HubUploadError if it fails."""
+    upload = push_to_hub_in_background(
+        folder,
+        repo_id,
+        token=token,
+        private=private,
         commit_message="Convert the authors' released ILA checkpoint with ila-hf convert",
     )
-    return str(repo_url)
+    status = upload.result()
+    if not status.ok:
+        raise HubUploadError(
+            f"Uploading {folder} to {repo_id} failed after {status.attempts} attempt(s): {status.error}. The converted "
+            f"folder is complete; upload it again with `hf upload {repo_id} {folder}`."
+        )
+    return status.commit_url
 
 
 __all__ = [
     "CheckpointConversionError",
+    "HubUploadError",
     "ConversionReport",
     "ConversionResult",
     "ConvertedTensors",

@@ -139,6 +139,19 @@ def test_saved_folder_loads_with_every_weight_present(converted):
     assert (result.output_dir / "README.md").is_file()
 
 
+def test_folder_has_the_released_preprocessing_and_a_model_card(converted):
+    variant, _, result = converted
+    video_processing = pytest.importorskip("ila_hf.video_processing_ila")
+    processor = video_processing.ILAVideoProcessor.from_pretrained(result.output_dir)
+    size = SIZES[variant]["image_size"]
+    assert processor.num_frames == SIZES[variant]["num_frames"]
+    assert (processor.crop_size.height, processor.crop_size.width) == (size, size)
+    assert processor.size.shortest_edge == int(256 / 224 * size)
+    assert list(processor.image_mean) == pytest.approx([123.675 / 255, 116.28 / 255, 103.53 / 255])
+    card = (result.output_dir / "README.md").read_text()
+    assert result.report.source["sha256"] in card and "not recorded" not in card
+
+
 def test_every_source_key_is_mapped_or_dropped_on_purpose(converted):
     variant, state_dict, result = converted
     report = json.loads((result.output_dir / "conversion_report.json").read_text())
@@ -324,9 +337,13 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder(tmp_path, monkeypat
         huggingface_hub.HfApi, "create_repo",
         lambda self, repo_id, **kwargs: calls.append(("create_repo", repo_id, kwargs)) or f"https://hf.co/{repo_id}",
     )
+    commit = huggingface_hub.CommitInfo(
+        commit_url="https://hf.co/someone/ila-ssv2/commit/1", commit_message="", commit_description="", oid="1"
+    )
     monkeypatch.setattr(
         huggingface_hub.HfApi, "upload_folder",
-        lambda self, **kwargs: calls.append(("upload_folder", sorted(os.listdir(kwargs["folder_path"])), kwargs)),
+        lambda self, **kwargs: calls.append(("upload_folder", sorted(os.listdir(kwargs["folder_path"])), kwargs))
+        or commit,
     )
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
@@ -337,4 +354,4 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder(tmp_path, monkeypat
     assert upload_kwargs["repo_id"] == "someone/ila-ssv2"
     assert Path(upload_kwargs["folder_path"]) == tmp_path / "out"
     assert {"config.json", "model.safetensors", "README.md", "conversion_report.json"} <= set(uploaded_files)
-    assert result.repo_url == "https://hf.co/someone/ila-ssv2"
+    assert result.commit_url == "https://hf.co/someone/ila-ssv2/commit/1"
