@@ -554,13 +554,14 @@ def train(config: TrainingConfig) -> TrainingResult:
                 continue
 
             # One optimizer step done.
+            step_learning_rates = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}
             if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
                 scheduler.step()
             progress.global_step += 1
             progress_bar.update(1)
             if progress.global_step % config.log_every_steps == 0 or progress.global_step == total_steps:
                 logs = {f"train/{key}": value / running["batches"] for key, value in running.items() if key != "batches"}
-                logs.update({f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups})
+                logs.update(step_learning_rates)
                 logs.update({"train/epoch": epoch, "train/jitter_delta": delta})
                 progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
                 if config.log_with:
@@ -595,7 +596,7 @@ def train(config: TrainingConfig) -> TrainingResult:
 
     if stopped_early:
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        _finish_trackers(accelerator)
         return TrainingResult(
             metrics={}, output_dir=str(output_dir), model_dir=None, global_step=progress.global_step,
             epoch=progress.epoch, stopped_early=True, history=list(progress.history),
@@ -638,19 +639,27 @@ def train(config: TrainingConfig) -> TrainingResult:
             },
         )
         export_model(unwrapped, model_dir, video_processor=video_processor, card_context=card)
-        (output_dir / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
+        summary = {"final": final_metrics, "history": progress.history, "global_step": progress.global_step}
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         if config.push_to_hub:
             upload = push_to_hub_in_background(
                 model_dir, config.push_to_hub, token=config.hub_token, private=config.hub_private,
                 commit_message=f"ILA fine-tuned for {progress.epoch} epochs ({progress.global_step} steps)",
             )
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    _finish_trackers(accelerator)
     hub_status = upload.result(timeout=config.hub_upload_timeout) if upload is not None else None
     return TrainingResult(
         metrics=final_metrics, output_dir=str(output_dir), model_dir=str(model_dir),
         global_step=progress.global_step, epoch=progress.epoch, history=list(progress.history), hub_upload=hub_status,
     )
+
+
+def _finish_trackers(accelerator: Accelerator) -> None:
+    # Not `accelerator.end_training()`: that also destroys the process group, which belongs to the process (the
+    # launcher), not to this call; `train` may run again in the same processes (e.g. resuming, or a second model).
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def _protocol(config: TrainingConfig) -> str:

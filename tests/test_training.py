@@ -118,3 +118,214 @@ def test_top_k_accuracy_counts_hits_within_the_k_best_scores():
     scores = torch.tensor([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.3, 0.35, 0.4]])
     labels = torch.tensor([2, 0, 1])
     assert top_k_accuracy(scores, labels, ks=(1, 2, 5)) == pytest.approx({"top1": 1 / 3, "top2": 1.0, "top5": 1.0})
+
+
+# ------------------------------------------------------------------------------------------------------ the loop
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and much faster than on two when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class RecordingTracker(GeneralTracker):
+    """An offline accelerate tracker that keeps what it is given."""
+
+    name = "recording"
+    requires_logging_directory = False
+
+    def __init__(self):
+        super().__init__()
+        self.configuration, self.logs = None, []
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values):
+        self.configuration = values
+
+    def log(self, values, step=None, **kwargs):
+        self.logs.append((step, dict(values)))
+
+
+def loop_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> TrainingConfig:
+    """2 epochs of 6 steps (12 videos, batch 2) on the tiny model, validated on 7 videos."""
+    settings = dict(
+        train_data=str(data / "train.txt"),
+        validation_data=str(data / "val.txt"),
+        label_names=str(data / "labels.csv"),
+        clip_model=str(clip_dir),
+        num_frames=4,
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=2,
+        num_workers=0,
+        checkpoint_every_steps=2,
+        checkpoints_total_limit=2,
+        export="last",
+        output_dir=str(output_dir),
+    )
+    return TrainingConfig(**{**settings, **kwargs})
+
+
+def exported_weights(result) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(result.model_dir) / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
+    tracker = RecordingTracker()
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    config = loop_config(
+        tiny_video_dataset, tiny_clip_dir, output_dir, log_with=[tracker], log_every_steps=3,
+        final_num_clips=2, final_num_crops=3,
+    )
+    return train(config), tracker
+
+
+def test_training_evaluates_every_epoch_on_every_validation_video(uninterrupted_run):
+    result, _ = uninterrupted_run
+    assert not result.stopped_early
+    assert (result.global_step, result.epoch) == (12, 2)
+    assert [entry["epoch"] for entry in result.history] == [0, 1]
+    assert all(entry["num_samples"] == 7 for entry in result.history)
+    assert all(0 <= entry["top1"] <= entry["top5"] <= 1 for entry in result.history)
+
+
+def test_final_evaluation_sums_six_views_per_video(uninterrupted_run):
+    result, _ = uninterrupted_run
+    assert result.metrics["num_samples"] == 7
+    saved = json.loads((Path(result.output_dir) / "metrics.json").read_text())
+    assert saved["final"] == pytest.approx(result.metrics)
+    assert saved["history"] == result.history
+
+
+def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninterrupted_run):
+    _, tracker = uninterrupted_run
+    assert tracker.configuration["num_frames"] == 4
+    train_steps = [step for step, values in tracker.logs if "train/loss" in values]
+    assert train_steps == [3, 6, 9, 12]
+    first = next(values for _, values in tracker.logs if "train/loss" in values)
+    assert {"train/alignment_loss", "train/classification_loss", "lr/alignment", "lr/mit", "train/jitter_delta"} <= set(first)
+    assert first["lr/alignment"] == pytest.approx(5e-4 * lr_multiplier(2, 6, 12, 0.01))
+    assert sum("eval/top1" in values for _, values in tracker.logs) == 2
+    assert any("final/top1" in values for _, values in tracker.logs)
+
+
+def test_checkpoints_are_numbered_and_pruned_to_the_limit(uninterrupted_run):
+    result, _ = uninterrupted_run
+    checkpoints = sorted(path.name for path in (Path(result.output_dir) / "checkpoints").iterdir())
+    # 6 step checkpoints and 2 epoch checkpoints were written (iterations 0..7); the limit keeps the last 2.
+    assert checkpoints == ["checkpoint_6", "checkpoint_7"]
+
+
+def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(uninterrupted_run, tiny_video_dataset):
+    from transformers import pipeline
+
+    result, _ = uninterrupted_run
+    model = ILAForVideoClassification.from_pretrained(result.model_dir)
+    weights = exported_weights(result)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in weights.items())
+    assert model.config.id2label == LABELS and model.config.num_frames == 4
+    classifier = pipeline("video-classification", model=result.model_dir, trust_remote_code=True)
+    predictions = classifier(str(tiny_video_dataset / "videos" / "diving" / "diving_0.mp4"), top_k=3)
+    assert len(predictions) == 3 and {prediction["label"] for prediction in predictions} <= set(TRAINING_CLASSES)
+    card = (Path(result.model_dir) / "README.md").read_text()
+    assert f"{result.metrics['top1']:.4g}" in card and "2 clip(s) x 3 crop(s)" in card and "not recorded" not in card
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
+    uninterrupted_run, tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    """Stop at step 5 (the last checkpoint is step 4, so step 5 is lost as in a kill), resume, finish."""
+    reference, _ = uninterrupted_run
+    stopped = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, stop_after_steps=5))
+    assert stopped.stopped_early and stopped.global_step == 5 and stopped.model_dir is None
+    resumed = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, resume=True))
+    assert (resumed.global_step, resumed.epoch) == (12, 2)
+    expected, actual = exported_weights(reference), exported_weights(resumed)
+    assert expected.keys() == actual.keys()
+    assert [name for name in expected if not torch.equal(expected[name], actual[name])] == []
+    assert resumed.history == reference.history
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+STOP_AND_RESUME_SCRIPT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("train_with_accelerate", sys.argv[1])
+example = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(example)
+arguments = sys.argv[2:]
+assert example.main([*arguments, "--stop-after-steps", "2"]) == 0
+import json, pathlib
+output_dir = pathlib.Path(arguments[arguments.index("--output-dir") + 1])
+checkpoints = sorted(path.name for path in (output_dir / "checkpoints").iterdir())
+assert checkpoints == ["checkpoint_0", "checkpoint_1"] and not (output_dir / "model").exists(), checkpoints
+assert example.main([*arguments, "--resume"]) == 0
+"""
+
+
+def _launch_two_processes(script: Path, arguments: list[str]) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), str(script), *arguments,
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
+def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    """`accelerate launch` with 2 CPU processes (gloo) runs examples/train_with_accelerate.py twice: stopped after 2
+    steps (checkpoints 0 and 1 on disk), then resumed to the end. The validation metrics
+    of 7 videos (odd: the last batch is padded on one process) equal those of one process on the same model."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from ila_hf.data import VideoClassificationCollator, VideoClipTransform, VideoProcessorTransform, build_dataset
+    from ila_hf.training import evaluate
+    from ila_hf.transforms import EvalClipTransform
+    from transformers import AutoVideoProcessor
+
+    output_dir = tmp_path / "run"
+    arguments = [
+        "--train-data", str(tiny_video_dataset / "train.txt"), "--validation-data", str(tiny_video_dataset / "val.txt"),
+        "--label-names", str(tiny_video_dataset / "labels.csv"), "--clip-model", str(tiny_clip_dir),
+        "--num-frames", "4", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2", "--num-workers", "0",
+        "--checkpoint-every-steps", "1", "--export", "last", "--output-dir", str(output_dir),
+    ]
+    # Both runs in one launch (imports dominate on CPU): the second starts from the checkpoints on disk only.
+    script = tmp_path / "stop_and_resume.py"
+    script.write_text(STOP_AND_RESUME_SCRIPT)
+    _launch_two_processes(script, [str(REPO_ROOT / "examples" / "train_with_accelerate.py"), "--cpu", *arguments])
+    summary = json.loads((output_dir / "metrics.json").read_text())
+    assert summary["global_step"] == 6  # 12 videos / (2 processes x 2) = 3 steps per epoch
+    assert [entry["num_samples"] for entry in summary["history"]] == [7, 7]
+
+    model = ILAForVideoClassification.from_pretrained(output_dir / "model")
+    accelerator = Accelerator(cpu=True)
+    dataset = build_dataset(tiny_video_dataset / "val.txt", label_names=tiny_video_dataset / "labels.csv")
+    single_view = dataset.with_transform(VideoClipTransform(EvalClipTransform(64), 4, training=False))
+    collator = VideoClassificationCollator()
+    per_epoch = evaluate(model, DataLoader(single_view, batch_size=2, collate_fn=collator), accelerator)
+    processor = AutoVideoProcessor.from_pretrained(output_dir / "model", trust_remote_code=True)
+    final_view = dataset.with_transform(VideoProcessorTransform(processor, num_clips=1, num_crops=1))
+    final = evaluate(model, DataLoader(final_view, batch_size=2, collate_fn=collator), accelerator)
+    for single, distributed in ((per_epoch, summary["history"][-1]), (final, summary["final"])):
+        assert single["num_samples"] == distributed["num_samples"] == 7
+        assert (single["top1"], single["top5"]) == (distributed["top1"], distributed["top5"])
+        assert single["loss"] == pytest.approx(distributed["loss"], rel=1e-5)
