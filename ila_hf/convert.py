@@ -43,7 +43,6 @@ RELEASED_LABEL_FILES = {"k400": "kinetics_400_labels.csv", "ssv2": "something-so
 DEFAULT_CLIP_TEXT = "openai/clip-vit-base-patch16"  # every OpenAI CLIP shares this BPE tokenizer
 CLASS_NAME_TEMPLATE = "{}"  # the released K400 recipe embeds the bare class names
 CLIP_HEAD_DIM = 64  # OpenAI CLIP, the MIT and the prompt generator: width / 64 heads
-TRAINING_ENTRIES = ("optimizer", "lr_scheduler", "max_accuracy", "epoch", "config")
 
 _TEXT_TOWER_ANCHORS = ("token_embedding.weight", "positional_embedding", "transformer.resblocks.0.mlp.c_fc.weight")
 _LINEAR = ("weight", "bias")
