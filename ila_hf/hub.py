@@ -22,6 +22,7 @@ from huggingface_hub import HfApi
 logger = logging.getLogger(__name__)
 
 MODEL_CARD_TEMPLATE_NAME = "model_card.md"
+_sleep = time.sleep  # the wait between upload attempts (tests replace it)
 
 
 # ------------------------------------------------------------------------------------------------------ model card
@@ -254,7 +255,7 @@ def push_to_hub_in_background(
     max_attempts: int = 5,
     initial_backoff: float = 2.0,
     api: HfApi | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> HubUpload:
     """
     Upload a finished export folder to the Hub from a worker thread: `create_repo(exist_ok=True)` then
@@ -277,7 +278,7 @@ def push_to_hub_in_background(
         commit_message=commit_message,
         max_attempts=max_attempts,
         initial_backoff=initial_backoff,
-        sleep=sleep,
+        sleep=sleep or _sleep,
     )
     executor.shutdown(wait=False)  # the thread finishes the upload; the executor takes no more work
     return HubUpload(future, status)

@@ -1,0 +1,213 @@
+"""ila_hf.hub: the exported folder (weights, processor, remote code, model card) and the background upload."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi
+
+import ila_hf.hub
+from ila_hf import ILAForVideoClassification
+from ila_hf.hub import export_model, model_card_context, push_to_hub_in_background, render_model_card
+from ila_hf.video_processing_ila import ILAVideoProcessor
+from tests.conftest import TRAINING_CLASSES
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported_folder(tiny_clip_dir, tmp_path_factory) -> Path:
+    model = ILAForVideoClassification.from_clip(
+        str(tiny_clip_dir), num_frames=4, id2label=dict(enumerate(TRAINING_CLASSES))
+    )
+    processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64})
+    context = model_card_context(
+        model,
+        model_id="someone/ila-tiny",
+        base_model="tiny-clip",
+        train_data="data/train.txt",
+        num_train_videos=12,
+        validation_data="data/val.txt",
+        num_validation_videos=7,
+        hyperparameters={"epochs": 2, "lr: MIT": 4e-4},
+        metrics={"validation top1": 0.4285714, "validation top5": 1.0},
+        compute={"device": "1 x cpu", "optimizer steps": 12},
+    )
+    return export_model(model, tmp_path_factory.mktemp("export"), video_processor=processor, card_context=context)
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    delays = []
+    monkeypatch.setattr(ila_hf.hub, "_sleep", delays.append)
+    return delays
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def test_export_holds_safetensors_config_processor_code_and_card(exported_folder):
+    files = {path.name for path in exported_folder.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "video_preprocessor_config.json",
+        "README.md",
+        "modeling_ila.py",
+        "configuration_ila.py",
+        "video_processing_ila.py",
+        "video_io.py",
+        "sampling.py",
+        "transforms.py",
+    } <= files
+    config = json.loads((exported_folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForVideoClassification"] == "modeling_ila.ILAForVideoClassification"
+    processor_config = json.loads((exported_folder / "video_preprocessor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoVideoProcessor"] == "video_processing_ila.ILAVideoProcessor"
+    assert processor_config["num_frames"] == 4
+
+
+def test_model_card_is_filled_with_the_runs_values(exported_folder):
+    card = (exported_folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: video-classification")
+    assert "base_model: tiny-clip" in card
+    assert 'from_pretrained("someone/ila-tiny", trust_remote_code=True)' in card
+    assert "| validation top1 | 0.4286 |" in card
+    assert "| lr: MIT | 0.0004 |" in card
+    assert "data/train.txt (12 videos)" in card and "6 classes" in card
+    assert "{" + "num_labels}" not in card and "not recorded" not in card
+    assert "@inproceedings{tu2023ila," in card
+
+
+def test_model_card_placeholders_without_a_value_say_so(tmp_path, caplog):
+    template = tmp_path / "card.md"
+    template.write_text("# {model_id}\n{new_field} {{literal}}\n")
+    with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
+        card = render_model_card({"model_id": "me/ila"}, template)
+    assert card == "# me/ila\nnot recorded {literal}\n"
+    assert "new_field" in caplog.text
+
+
+def test_exported_folder_loads_with_trust_remote_code_without_ila_hf(exported_folder, tiny_video_dataset):
+    """A fresh interpreter that never imports ila_hf loads the model and processor from the folder's code."""
+    video = tiny_video_dataset / "videos" / "rowing" / "rowing_0.mp4"
+    script = f"""
+import sys
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+folder = {str(exported_folder)!r}
+model = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True)
+processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+inputs = processor({str(video)!r}, return_tensors="pt")
+assert tuple(inputs["pixel_values"].shape) == (1, 4, 3, 64, 64), inputs["pixel_values"].shape
+assert model(**inputs).logits.shape == (1, 6)
+assert not any(name == "ila_hf" or name.startswith("ila_hf.") for name in sys.modules)
+print(type(model).__module__, type(processor).__module__)
+"""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="/", env=environment, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "transformers_modules" in completed.stdout
+
+
+# ------------------------------------------------------------------------------------------------------ upload
+def test_upload_retries_with_exponential_backoff_and_reports_success(exported_folder, monkeypatch, no_waiting):
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        if sum(call[0] == "upload_folder" for call in calls) < 3:
+            raise ConnectionError("Hub unreachable")
+        return "https://hub.example/someone/ila-tiny/commit/abc"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    status = push_to_hub_in_background(exported_folder, "someone/ila-tiny", initial_backoff=1.5, private=True).result(30)
+
+    assert status.ok and status.attempts == 3 and status.error is None
+    assert status.commit_url.endswith("/commit/abc")
+    assert no_waiting == [1.5, 3.0]
+    assert status.errors == ["ConnectionError: Hub unreachable"] * 2
+    create_kwargs = calls[0][2]
+    assert create_kwargs["exist_ok"] is True and create_kwargs["private"] is True
+    upload_kwargs = calls[-1][2]
+    assert upload_kwargs["folder_path"] == str(exported_folder) and upload_kwargs["repo_id"] == "someone/ila-tiny"
+
+
+def test_upload_that_keeps_failing_is_reported_and_logged_not_raised(exported_folder, monkeypatch, no_waiting, caplog):
+    def upload_folder(self, **kwargs):
+        raise PermissionError("401 Unauthorized")
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
+        status = push_to_hub_in_background(exported_folder, "someone/ila-tiny", max_attempts=4).result(30)
+    assert not status.ok and status.attempts == 4
+    assert status.error == "PermissionError: 401 Unauthorized"
+    assert no_waiting == [2.0, 4.0, 8.0]
+    assert "failed after 4 attempts" in caplog.text
+
+
+def test_upload_runs_in_the_background(exported_folder, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: release.wait(30) and "done")
+    upload = push_to_hub_in_background(exported_folder, "someone/ila-tiny")
+    assert not upload.done()
+    unfinished = upload.result(timeout=0.05)
+    assert not unfinished.ok and "still running" in unfinished.error
+    release.set()
+    assert upload.result(timeout=30).ok
+
+
+def test_nothing_is_uploaded_from_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        push_to_hub_in_background(tmp_path / "missing", "someone/ila-tiny")
+
+
+def test_training_with_a_failing_push_still_exports_and_returns(
+    tiny_video_dataset, tiny_clip_dir, tmp_path, monkeypatch, no_waiting
+):
+    """The run finishes and keeps its export; the upload saw the complete folder and its failure is reported."""
+    from ila_hf.training import TrainingConfig, train
+
+    seen_files = []
+
+    def upload_folder(self, **kwargs):
+        seen_files.append(sorted(os.listdir(kwargs["folder_path"])))
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(
+            TrainingConfig(
+                train_data=str(tiny_video_dataset / "videos"),
+                clip_model=str(tiny_clip_dir),
+                num_frames=4,
+                epochs=1,
+                batch_size=4,
+                num_workers=0,
+                checkpoint_every_epochs=None,
+                output_dir=str(tmp_path),
+                push_to_hub="someone/ila-tiny",
+            )
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result.hub_upload is not None and not result.hub_upload.ok
+    assert result.hub_upload.attempts == 5 and "no network" in result.hub_upload.error
+    assert (Path(result.model_dir) / "model.safetensors").is_file()
+    assert all({"model.safetensors", "README.md", "video_processing_ila.py"} <= set(files) for files in seen_files)
+    assert 'from_pretrained("someone/ila-tiny"' in (Path(result.model_dir) / "README.md").read_text()
