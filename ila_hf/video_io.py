@@ -1,10 +1,10 @@
 """Video decoding with PyAV: exactly the frames a sampling plan asks for, nothing more.
 
 Frame ``i`` of a video is the frame on screen at ``t_i = t_0 + i / fps`` (``t_0`` the first
-frame's timestamp, ``fps`` the stream's average rate), i.e. the first decoded frame whose
-timestamp rounds to slot ``i`` or later. For constant-frame-rate video this is simply the
-``i``-th frame; for variable frame rate it is the frame shown at that time, the same definition
-whether frames are reached by seeking or by decoding forward.
+frame's timestamp, ``fps`` the stream's average rate): the last frame whose timestamp rounds to
+slot ``i`` or earlier. For constant-frame-rate video this is simply the ``i``-th frame; for
+variable frame rate it is the frame shown at that time, the same whether it is reached by seeking
+or by decoding forward (decoders that count frames, like decord, differ there).
 
 Sparse plans seek: before each wanted frame the decoder jumps to the keyframe preceding it when
 that keyframe lies ahead of the current position (found in the container's index), so 8 frames
@@ -176,7 +176,7 @@ class _FrameReader:
         self._lookahead: list[_DecodedFrame | None] = []
 
     def _decode_forward(self) -> Iterator[_DecodedFrame]:
-        previous_time = None
+        previous_time, time_base = None, self.stream.time_base
         try:
             for packet in self.container.demux(self.stream):
                 try:
@@ -191,7 +191,7 @@ class _FrameReader:
                         self.skipped.add(frame.pts)
                         continue
                     if frame.pts is not None:
-                        time = float(frame.pts * frame.time_base)
+                        time = float(frame.pts * time_base)
                     else:
                         time = 0.0 if previous_time is None else previous_time + 1 / self.fps
                     previous_time = time
@@ -385,7 +385,7 @@ def load_video(
         indices) and ``num_decoded_frames`` set. If the stream ends before a wanted frame (an
         estimated frame count, or a truncated file), the last decoded frame is used, with a warning
         unless the count was an estimate off by one frame. Packets that fail to decode are skipped
-        with a warning, and the next good frame is used.
+        with a warning, and a neighbouring good frame is used.
 
     Raises:
         `VideoDecodeError`: as `read_video_metadata`.

@@ -80,7 +80,8 @@ class ILAVideoProcessor(BaseVideoProcessor):
        `OPENAI_CLIP_STD` (exported here) for CLIP's.
 
     Inputs: a path or URL, a (T, H, W, 3) / (T, 3, H, W) array or tensor, a list of PIL images, or a list of those
-    (a batch; videos may differ in length and size).
+    (a batch; videos may differ in length and size). `video_metadata`, if given, describes the in-memory videos;
+    files are described by their container.
 
     Returns a `BatchFeature` with `pixel_values` of shape (B, T, 3, H, W), or (B, V, T, 3, H, W) with
     V = `num_clips * num_crops` > 1 views, ordered clip by clip and crop by crop within a clip.
@@ -149,7 +150,7 @@ class ILAVideoProcessor(BaseVideoProcessor):
     def preprocess(self, videos: VideoInput, **kwargs: Unpack[ILAVideoProcessorKwargs]) -> BatchFeature:
         do_sample_frames = kwargs.get("do_sample_frames", self.do_sample_frames)
         num_clips = kwargs.get("num_clips", self.num_clips)
-        if num_clips > 1 and not do_sample_frames:
+        if isinstance(num_clips, int) and num_clips > 1 and not do_sample_frames:
             raise ValueError(
                 f"num_clips={num_clips} temporal views are made by frame sampling, but do_sample_frames is off; "
                 "pass do_sample_frames=True, or num_clips=1 to process the given frames as one clip."
