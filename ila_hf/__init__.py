@@ -1,9 +1,12 @@
 """ila_hf: ILA (Implicit Learnable Alignment, ICCV 2023) video recognition for Hugging Face Transformers.
 
-Importing the package registers the ILA classes with transformers' Auto classes.
+Importing the package registers the ILA classes with transformers' Auto classes. The training, data and conversion
+entry points load on first use, so that inference code does not import accelerate and datasets.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
+import importlib
+
+from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
 
 from .configuration_ila import ILAVideoConfig
 from .modeling_ila import (
@@ -13,16 +16,36 @@ from .modeling_ila import (
     ILAVideoModel,
     ILAVideoModelOutput,
 )
+from .video_io import VideoDecodeError, load_video, read_video_metadata
+from .video_processing_ila import ILAVideoProcessor
 
 
 AutoConfig.register(ILAVideoConfig.model_type, ILAVideoConfig, exist_ok=True)
 AutoModel.register(ILAVideoConfig, ILAVideoModel, exist_ok=True)
 AutoModelForVideoClassification.register(ILAVideoConfig, ILAForVideoClassification, exist_ok=True)
+AutoVideoProcessor.register(ILAVideoConfig, ILAVideoProcessor, exist_ok=True)
 
 # `save_pretrained` then copies the code files and writes `auto_map`, so saved folders load with trust_remote_code.
 ILAVideoConfig.register_for_auto_class()
 ILAVideoModel.register_for_auto_class("AutoModel")
 ILAForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+ILAVideoProcessor.register_for_auto_class()
+
+_LAZY_ATTRIBUTES = {
+    "build_dataset": "data",
+    "VideoClassificationCollator": "data",
+    "TrainingConfig": "training",
+    "train": "training",
+    "convert_checkpoint": "convert",
+    "export_model": "hub",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(f".{_LAZY_ATTRIBUTES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
@@ -33,4 +56,9 @@ __all__ = [
     "ILAVideoConfig",
     "ILAVideoModel",
     "ILAVideoModelOutput",
+    "ILAVideoProcessor",
+    "VideoDecodeError",
+    "load_video",
+    "read_video_metadata",
+    *_LAZY_ATTRIBUTES,
 ]
