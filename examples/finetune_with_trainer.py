@@ -1,0 +1,192 @@
+"""Fine-tune ILA with the standard transformers `Trainer` (no subclass).
+
+    python examples/finetune_with_trainer.py --clip-model openai/clip-vit-base-patch16 \
+        --train-data data/train.txt --validation-data data/val.txt --label-names data/labels.csv \
+        --num-frames 8 --epochs 30 --batch-size 8 --output-dir runs/ila-trainer
+
+What the recipe needs beyond a plain `Trainer` call, and where it lives here:
+- lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))`, so `remove_unused_columns=False`
+  (the `video` path column must reach the transform);
+- Mixup/CutMix and label smoothing: `VideoClassificationCollator`, which mixes training items only, so the same
+  collator serves evaluation;
+- the recipe's parameter groups: `ila_hf.training.build_optimizer`, passed as `optimizers=(optimizer, None)`; the
+  Trainer adds its cosine schedule with warm-up on top of every group's learning rate;
+- align decay and per-epoch clip sampling: `EpochCallback.on_epoch_begin`;
+- the alignment loss in the training logs: `LossPartsCallback` (a forward hook plus `on_log`); in evaluation the
+  model's `alignment_loss` output reaches `compute_metrics`, which reports it next to top-1 / top-5.
+
+For the accelerate loop with exact resume, multi-view evaluation and Hub export, see train_with_accelerate.py.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ila_hf import ILAForVideoClassification
+from ila_hf.data import MixupCutmix, VideoClassificationCollator, VideoClipTransform, build_dataset
+from ila_hf.training import TrainingConfig, build_optimizer, jitter_delta, top_k_accuracy
+from ila_hf.transforms import EvalClipTransform, TrainClipTransform
+
+
+# Model outputs left out of evaluation predictions: big per-sample tensors we do not score.
+IGNORE_KEYS_FOR_EVAL = ["classification_loss", "video_embeds", "frame_embeds", "interactive_points"]
+
+
+class EpochCallback(TrainerCallback):
+    """At the start of every epoch: the align-decay jitter on the model, and the epoch of the training clips."""
+
+    def __init__(self, clip_transform: VideoClipTransform, initial_delta: float = 0.2, decay_start_epoch: int = 30):
+        self.clip_transform = clip_transform
+        self.initial_delta = initial_delta
+        self.decay_start_epoch = decay_start_epoch
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        epoch = round(state.epoch or 0)  # epochs completed so far
+        model.set_jitter_delta(jitter_delta(epoch, self.initial_delta, self.decay_start_epoch))
+        self.clip_transform.set_epoch(epoch)
+
+
+class LossPartsCallback(TrainerCallback):
+    """Adds the mean classification and alignment losses of the training batches since the last log to the logs."""
+
+    def __init__(self):
+        self.sums = {"classification_loss": 0.0, "alignment_loss": 0.0}
+        self.count = 0
+        self.hook = None
+
+    def _record(self, module, inputs, outputs):
+        if module.training and outputs.classification_loss is not None:
+            self.sums["classification_loss"] += outputs.classification_loss.item()
+            self.sums["alignment_loss"] += outputs.alignment_loss.item()
+            self.count += 1
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.hook = model.register_forward_hook(self._record)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.count and logs is not None and "loss" in logs:
+            parts = {name: round(total / self.count, 6) for name, total in self.sums.items()}
+            logs.update(parts)
+            state.log_history[-1].update(parts)  # the Trainer stored this log before calling us
+            self.sums = dict.fromkeys(self.sums, 0.0)
+            self.count = 0
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.hook is not None:
+            self.hook.remove()
+
+
+def compute_metrics(eval_prediction) -> dict[str, float]:
+    """Top-1 / top-5 accuracy, the number of videos scored, and the mean alignment loss of the evaluation batches."""
+    predictions = eval_prediction.predictions
+    logits, alignment_losses = predictions if isinstance(predictions, tuple) else (predictions, None)
+    metrics = top_k_accuracy(torch.as_tensor(logits), torch.as_tensor(eval_prediction.label_ids))
+    metrics["num_samples"] = len(eval_prediction.label_ids)
+    if alignment_losses is not None:
+        metrics["alignment_loss"] = float(np.mean(alignment_losses))
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip-model", required=True, help="CLIP checkpoint (folder or Hub id)")
+    parser.add_argument("--train-data", required=True, help="list file (`path label_id`) or class folders")
+    parser.add_argument("--validation-data", help="list file or class folders")
+    parser.add_argument("--label-names", help="`id,name` CSV (required with list files)")
+    parser.add_argument("--output-dir", default="ila-trainer-output")
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--head", choices=("linear", "text"), default="linear")
+    parser.add_argument("--epochs", type=float, default=30)
+    parser.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    parser.add_argument("--warmup-steps", type=float, default=0.1, help="steps, or a fraction of all steps if < 1")
+    parser.add_argument("--batch-size", type=int, default=8, help="per device")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--save-strategy", choices=("no", "epoch", "steps"), default="epoch")
+    parser.add_argument("--report-to", default="none", help="e.g. tensorboard, wandb")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Fine-tune and evaluate; returns {"train": train metrics, "eval": evaluation metrics, "log_history": [...]}."""
+    args = parse_args(argv)
+    recipe = TrainingConfig(
+        train_data=args.train_data, clip_model=args.clip_model, num_frames=args.num_frames, head=args.head
+    )
+
+    train_dataset = build_dataset(args.train_data, label_names=args.label_names)
+    label_names = train_dataset.features["label"].names
+    model = ILAForVideoClassification.from_clip(
+        args.clip_model, num_frames=args.num_frames, head=args.head, id2label=dict(enumerate(label_names))
+    )
+    if args.head == "text":
+        model.set_class_names(label_names, args.clip_model)
+    # The model takes **kwargs for the attention backend, not loss kwargs: keep the Trainer from passing
+    # `num_items_in_batch` and from skipping its gradient-accumulation scaling of the (per-batch mean) loss.
+    model.accepts_loss_kwargs = False
+    image_size = model.config.image_size
+
+    train_clips = VideoClipTransform(TrainClipTransform(image_size), args.num_frames, training=True, seed=args.seed)
+    train_dataset = train_dataset.with_transform(train_clips)
+    eval_dataset = None
+    if args.validation_data:
+        eval_dataset = build_dataset(args.validation_data, label_names=label_names).with_transform(
+            VideoClipTransform(EvalClipTransform(image_size), args.num_frames, training=False)
+        )
+    collator = VideoClassificationCollator(
+        MixupCutmix(
+            len(label_names),
+            mixup_alpha=recipe.mixup_alpha,
+            cutmix_alpha=recipe.cutmix_alpha,
+            switch_prob=recipe.mixup_switch_prob,
+            label_smoothing=recipe.label_smoothing,
+        )
+    )
+
+    training_args = TrainingArguments(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=args.warmup_steps,
+        eval_strategy="epoch" if eval_dataset is not None else "no",
+        save_strategy=args.save_strategy,
+        logging_steps=args.logging_steps,
+        bf16=args.mixed_precision == "bf16",
+        fp16=args.mixed_precision == "fp16",
+        activation_checkpointing=args.activation_checkpointing,
+        remove_unused_columns=False,  # the collator needs the clips decoded from the `video` column
+        dataloader_num_workers=args.num_workers,
+        report_to=args.report_to,
+        seed=args.seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        optimizers=(build_optimizer(model, recipe), None),
+        compute_metrics=compute_metrics,
+        callbacks=[EpochCallback(train_clips, recipe.jitter_delta, recipe.align_decay_start_epoch), LossPartsCallback()],
+    )
+    train_metrics = trainer.train(ignore_keys_for_eval=IGNORE_KEYS_FOR_EVAL).metrics
+    eval_metrics = trainer.evaluate(ignore_keys=IGNORE_KEYS_FOR_EVAL) if eval_dataset is not None else {}
+    trainer.save_model()
+    return {"train": train_metrics, "eval": eval_metrics, "log_history": trainer.state.log_history}
+
+
+if __name__ == "__main__":
+    results = main()
+    print({key: value for key, value in results.items() if key != "log_history"})
+    sys.exit(0)

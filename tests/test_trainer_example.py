@@ -1,0 +1,73 @@
+"""examples/finetune_with_trainer.py: the stock transformers Trainer fine-tunes ILA for a few steps on tiny data."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ila_hf import ILAForVideoClassification
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_with_trainer.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("finetune_with_trainer", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trainer_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("trainer")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = load_example().main([
+            "--clip-model", str(tiny_clip_dir),
+            "--train-data", str(tiny_video_dataset / "train.txt"),
+            "--validation-data", str(tiny_video_dataset / "val.txt"),
+            "--label-names", str(tiny_video_dataset / "labels.csv"),
+            "--output-dir", str(output_dir),
+            "--num-frames", "4", "--epochs", "2", "--batch-size", "4", "--gradient-accumulation-steps", "2",
+            "--num-workers", "0", "--logging-steps", "1", "--save-strategy", "no",
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    return results, output_dir
+
+
+def test_training_logs_carry_the_classification_and_alignment_losses(trainer_run):
+    results, _ = trainer_run
+    train_logs = [entry for entry in results["log_history"] if "loss" in entry and "eval_loss" not in entry]
+    assert len(train_logs) == 4  # 12 videos, 4 per batch, 2 batches per step: 2 steps per epoch
+    for entry in train_logs:
+        assert entry["alignment_loss"] >= 0
+        assert entry["loss"] == pytest.approx(entry["classification_loss"] + entry["alignment_loss"], abs=1e-4)
+
+
+def test_evaluation_reports_top1_top5_and_alignment_loss_on_every_video(trainer_run):
+    results, _ = trainer_run
+    evaluation = results["eval"]
+    assert evaluation["eval_num_samples"] == 7
+    assert 0 <= evaluation["eval_top1"] <= evaluation["eval_top5"] <= 1
+    assert evaluation["eval_alignment_loss"] >= 0
+    assert sum("eval_top1" in entry for entry in results["log_history"]) == 3  # 2 epochs + the final call
+
+
+def test_trained_model_is_saved_for_from_pretrained(trainer_run):
+    _, output_dir = trainer_run
+    model = ILAForVideoClassification.from_pretrained(output_dir)
+    assert model.config.num_frames == 4 and model.config.num_labels == 6
+
+
+def test_epoch_callback_applies_align_decay_and_the_clip_epoch(tiny_clip_dir):
+    example = load_example()
+    model = ILAForVideoClassification.from_clip(str(tiny_clip_dir), num_frames=4, id2label={0: "a", 1: "b"})
+    clips = SimpleNamespace(epoch=None, set_epoch=lambda epoch: setattr(clips, "epoch", epoch))
+    example.EpochCallback(clips).on_epoch_begin(None, SimpleNamespace(epoch=31.0), None, model=model)
+    assert clips.epoch == 31
+    assert model.ila.encoder.layers[0].alignment.jitter_delta.item() == pytest.approx(0.05)
