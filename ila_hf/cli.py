@@ -15,19 +15,21 @@ def _add_predict_command(subparsers) -> None:
 
 
 def _add_train_command(subparsers) -> None:
-    from .training import add_training_arguments, config_from_args
-
+    # The options mirror ila_hf.training.TrainingConfig and are parsed only when `train` runs, so that the other
+    # subcommands do not import accelerate and datasets: this parser just collects everything after "train".
     parser = subparsers.add_parser(
-        "train",
-        help="Fine-tune ILA with accelerate.",
-        description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
+        "train", help="Fine-tune ILA with accelerate (ila-hf train --help).", add_help=False, prefix_chars="\0"
     )
-    add_training_arguments(parser)
+    parser.add_argument("arguments", nargs=argparse.REMAINDER)
 
     def run(args) -> int:
-        from .training import train
+        from .training import add_training_arguments, config_from_args, train
 
-        result = train(config_from_args(args))
+        training_parser = argparse.ArgumentParser(
+            prog="ila-hf train",
+            description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
+        )
+        result = train(config_from_args(add_training_arguments(training_parser).parse_args(args.arguments)))
         if result.stopped_early:
             print(f"Stopped after step {result.global_step}; continue with --resume --output-dir {result.output_dir}")
         else:
