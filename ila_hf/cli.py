@@ -1,6 +1,7 @@
 """`ila-hf` command line: each subcommand parses its arguments and calls one library function."""
 
 import argparse
+import shlex
 import sys
 
 
@@ -9,9 +10,59 @@ def _add_demo_command(subparsers) -> None:
     parser.set_defaults(handler=lambda args: parser.error("not available yet"))
 
 
+def _parse_views(text: str) -> tuple[int, int]:
+    clips, _, crops = text.lower().partition("x")
+    if not (clips.isdigit() and crops in ("1", "3") and int(clips) >= 1):
+        raise argparse.ArgumentTypeError(f"expected CLIPSxCROPS with CROPS 1 or 3, e.g. 1x1 or 4x3; got {text!r}")
+    return int(clips), int(crops)
+
+
 def _add_predict_command(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="Classify video files with an ILA model.")
-    parser.set_defaults(handler=lambda args: parser.error("not available yet"))
+    parser = subparsers.add_parser(
+        "predict",
+        help="Classify video files with an ILA model.",
+        description="Classify videos; bad files are reported on stderr (exit status 1) while the others are printed.",
+    )
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or URLs")
+    parser.add_argument("--model", required=True, help="saved ILA folder or Hub id (with its video processor)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per video (default: 5)")
+    parser.add_argument(
+        "--views", type=_parse_views, default=(1, 1), metavar="CLIPSxCROPS",
+        help="temporal clips x spatial crops per video, softmax averaged; 4x3 is the published protocol (default: 1x1)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="load the model's own code from the Hub")
+
+    def run(args) -> int:
+        import json
+
+        import torch
+        from tqdm.auto import tqdm
+        from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+        from .inference import classify_videos  # ila_hf is imported by now, so the Auto classes know ILA
+
+        model = AutoModelForVideoClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        model = model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        processor = AutoVideoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        num_clips, num_crops = args.views
+        videos = tqdm(args.videos, desc="videos", unit="video", disable=len(args.videos) < 2, file=sys.stderr)
+        failures = 0
+        for prediction in classify_videos(model, processor, videos, args.top_k, num_clips, num_crops):
+            if prediction.error is not None:
+                failures += 1
+                print(f"ila-hf predict: {prediction.error}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps(prediction.to_dict()), flush=True)
+            elif args.json:
+                print(json.dumps(prediction.to_dict()), flush=True)
+            else:
+                for rank, (label, score) in enumerate(zip(prediction.labels, prediction.scores), start=1):
+                    print(f"{prediction.video}\t{rank}\t{score:.4f}\t{label}", flush=True)
+        return 1 if failures else 0
+
+    parser.set_defaults(handler=run)
 
 
 def _add_train_command(subparsers) -> None:
@@ -44,13 +95,54 @@ def _add_train_command(subparsers) -> None:
 
 
 def _add_convert_command(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="Convert an authors' released .pth checkpoint.")
-    parser.set_defaults(handler=lambda args: parser.error("not available yet"))
+    parser = subparsers.add_parser(
+        "convert",
+        help="Convert an authors' released .pth checkpoint.",
+        description="Convert a released ILA training-state .pth file into a Transformers folder, loading it safely.",
+    )
+    parser.add_argument("checkpoint", help="the released .pth file")
+    parser.add_argument("output_dir", help="folder to write the converted model, processor and model card to")
+    parser.add_argument("--variant", choices=("k400", "ssv2"), help="checked against the checkpoint")
+    parser.add_argument("--num-frames", type=int, help="frames the checkpoint was trained with (checked)")
+    parser.add_argument("--class-names", help="id,name CSV of the labels (default: the variant's released list)")
+    parser.add_argument("--clip-text", help="CLIP tokenizer folder or Hub id for the K400 class names")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+
+    def run(args) -> int:
+        from .convert import convert_checkpoint
+
+        result = convert_checkpoint(
+            args.checkpoint,
+            args.output_dir,
+            variant=args.variant,
+            num_frames=args.num_frames,
+            class_names=args.class_names,
+            clip_text=args.clip_text,
+            push_to_hub=args.push_to_hub,
+            private=args.private,
+        )
+        report = result.report
+        print(f"Wrote {result.output_dir}: {len(report.mapped)} tensors mapped, {len(report.dropped)} dropped on purpose")
+        if result.commit_url:
+            print(f"Uploaded: {result.commit_url}")
+        return 0
+
+    parser.set_defaults(handler=run)
 
 
 def _add_benchmark_command(subparsers) -> None:
-    parser = subparsers.add_parser("benchmark", help="Cost and speed of ILA and its peers.")
-    parser.set_defaults(handler=lambda args: parser.error("not available yet"))
+    from .benchmark import add_benchmark_arguments, benchmark_command
+
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="Cost and speed of ILA and its peers.",
+        description="Multiply-adds, parameters, inference speed and memory, and training-step time and memory of "
+        "ILA, CLIP frame averaging, X-CLIP, TimeSformer and VideoMAE, random weights at real sizes. The defaults are "
+        "a quick CPU run; see benchmarks/RESULTS.md for a full one.",
+    )
+    add_benchmark_arguments(parser)
+    parser.set_defaults(handler=lambda args: benchmark_command(args, command=shlex.join(["ila-hf", *sys.argv[1:]])))
 
 
 def build_parser() -> argparse.ArgumentParser:
