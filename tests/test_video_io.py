@@ -15,6 +15,7 @@ from ila_hf.sampling import segment_indices
 from ila_hf.video_io import VideoDecodeError, VideoFileMetadata, load_video, read_video_metadata
 
 from .videos import (
+    grey_frame,
     read_index,
     read_indices,
     replace_codec_tag,
@@ -96,6 +97,19 @@ def test_metadata_of_each_container(container_videos, suffix):
         assert metadata.frame_count_is_estimate and abs(metadata.total_num_frames - 30) <= 1
     else:
         assert not metadata.frame_count_is_estimate and metadata.total_num_frames == 30
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "pixel_format"),
+    [(".mp4", "libx264", "yuv420p"), (".webm", "libvpx-vp9", "yuv420p"), (".avi", "mjpeg", "yuvj420p")],
+)
+def test_grey_levels_survive_decoding(videos_dir, suffix, codec, pixel_format):
+    # Limited-range (H.264, VP9) and full-range (MJPEG) YUV both come back as the RGB levels written.
+    levels = 8 * np.arange(32)
+    frames = np.stack([grey_frame(level, 48, 64) for level in levels])
+    path = write_video(videos_dir / f"grey_{codec}{suffix}", frames=frames, codec=codec, pixel_format=pixel_format)
+    decoded, _ = load_video(path)
+    assert np.abs(decoded.astype(int) - levels[:, None, None, None]).max() <= 2
 
 
 def test_multi_view_indices_keep_their_shape(clip_mp4):
