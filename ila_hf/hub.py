@@ -137,6 +137,7 @@ def export_model(
     video_processor=None,
     card_context: Mapping[str, Any] | None = None,
     card_template: str | Path | None = None,
+    state_dict: Mapping[str, Any] | None = None,
 ) -> Path:
     """
     Write a complete `save_pretrained` folder: `model.safetensors`, `config.json` (with `auto_map`), the video
@@ -151,13 +152,15 @@ def export_model(
         video_processor: an `ILAVideoProcessor` to save alongside the model.
         card_context: placeholder values for the model card (see `model_card_context`).
         card_template: model card template path; defaults to `find_model_card_template()`.
+        state_dict: the weights to save instead of `model.state_dict()`, e.g. `accelerator.get_state_dict(model)`
+            gathered from FSDP / DeepSpeed shards.
 
     Returns:
         The folder path.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=state_dict)
     if video_processor is not None:
         if getattr(type(video_processor), "_auto_class", None) is None:
             # Copies video_processing_ila.py and its sibling imports, and writes the processor's auto_map.

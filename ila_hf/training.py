@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -93,7 +93,7 @@ class TrainingConfig:
     jitter_delta: float = 0.2
     align_decay_start_epoch: int = 30  # 0-based: delta halves at the start of this epoch and of every later one
     horizontal_flip: bool = True  # turn off where direction is the label (Something-Something)
-    mixed_precision: str = "no"  # "no", "fp16" (the release's AMP) or "bf16"
+    mixed_precision: str = "no"  # "no", "fp16" (the release's AMP) or "bf16"; accelerate allows one per process
     activation_checkpointing: bool = False
     seed: int = 0
     cpu: bool = False  # force CPU even where a GPU is available
@@ -451,6 +451,11 @@ def train(config: TrainingConfig) -> TrainingResult:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     set_seed(config.seed)
+    if config.export == "best" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(
+            f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
+            "shards; use export='last' (--export last) with FSDP or DeepSpeed."
+        )
 
     # Data: lazily decoded clips; training randomness is a function of (seed, epoch, video).
     train_dataset = build_dataset(config.train_data, label_names=config.label_names, video_root=config.video_root)
@@ -615,6 +620,7 @@ def train(config: TrainingConfig) -> TrainingResult:
 
     model_dir = output_dir / "model"
     upload = None
+    state_dict = accelerator.get_state_dict(model)  # collective: gathers FSDP / DeepSpeed shards
     if accelerator.is_main_process:
         from .hub import export_model, model_card_context, push_to_hub_in_background
 
@@ -638,7 +644,7 @@ def train(config: TrainingConfig) -> TrainingResult:
                 "wall-clock time of this run (s)": round(time.time() - started, 1),
             },
         )
-        export_model(unwrapped, model_dir, video_processor=video_processor, card_context=card)
+        export_model(unwrapped, model_dir, video_processor=video_processor, card_context=card, state_dict=state_dict)
         summary = {"final": final_metrics, "history": progress.history, "global_step": progress.global_step}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         if config.push_to_hub:

@@ -232,7 +232,7 @@ def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(
     weights = exported_weights(result)
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in weights.items())
     assert model.config.id2label == LABELS and model.config.num_frames == 4
-    classifier = pipeline("video-classification", model=result.model_dir, trust_remote_code=True)
+    classifier = pipeline("video-classification", model=result.model_dir)
     predictions = classifier(str(tiny_video_dataset / "videos" / "diving" / "diving_0.mp4"), top_k=3)
     assert len(predictions) == 3 and {prediction["label"] for prediction in predictions} <= set(TRAINING_CLASSES)
     card = (Path(result.model_dir) / "README.md").read_text()
@@ -252,6 +252,42 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     assert expected.keys() == actual.keys()
     assert [name for name in expected if not torch.equal(expected[name], actual[name])] == []
     assert resumed.history == reference.history
+
+
+def test_bf16_activation_checkpointing_and_gradient_accumulation_train_on_cpu(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    from accelerate.state import AcceleratorState
+
+    config = loop_config(
+        tiny_video_dataset, tiny_clip_dir, tmp_path, validation_data=None, epochs=1, mixed_precision="bf16",
+        activation_checkpointing=True, gradient_accumulation_steps=4, checkpoint_every_steps=None,
+    )
+    # accelerate keeps one precision per process; earlier tests in this process used "no".
+    AcceleratorState._reset_state()
+    try:
+        result = train(config)
+    finally:
+        AcceleratorState._reset_state()
+    assert result.global_step == 2  # 6 batches of 2, 4 per optimizer step: the last step takes the last 2 batches
+    model = ILAForVideoClassification.from_pretrained(result.model_dir)
+    initial = ILAForVideoClassification.from_clip(str(tiny_clip_dir), num_frames=4, id2label=LABELS)
+    trained, untouched = model.state_dict(), initial.state_dict()
+    assert all(torch.isfinite(tensor).all() for tensor in trained.values())
+    assert not torch.equal(trained["mit.position_embedding"], untouched["mit.position_embedding"])
+    assert torch.equal(trained["ila.encoder.layers.0.mlp.fc1.weight"], untouched["ila.encoder.layers.0.mlp.fc1.weight"])
+
+
+def test_ila_hf_train_command_runs_the_loop(tiny_video_dataset, tiny_clip_dir, tmp_path, capsys):
+    from ila_hf.cli import main
+
+    status = main([
+        "train", "--train-data", str(tiny_video_dataset / "videos"), "--clip-model", str(tiny_clip_dir),
+        "--num-frames", "4", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+        "--no-horizontal-flip", "--output-dir", str(tmp_path), "--stop-after-steps", "2",
+    ])
+    assert status == 0
+    assert "Stopped after step 2" in capsys.readouterr().out
 
 
 def _free_port() -> int:
