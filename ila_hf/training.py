@@ -110,7 +110,7 @@ class TrainingConfig:
     checkpoint_every_epochs: int | None = 1
     checkpoints_total_limit: int | None = 2
     resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
-    stop_after_steps: int | None = None  # end this run after this many optimizer steps in total (resume later)
+    stop_after_steps: int | None = None  # end this run after this many optimizer steps in total, with a checkpoint
     log_with: list[Any] | None = None  # accelerate trackers: names ("tensorboard", "wandb", ...) or instances
     project_name: str = "ila"
     log_every_steps: int = 10
@@ -174,7 +174,7 @@ _ARGUMENT_HELP = {
     "resume": "continue from the latest checkpoint in OUTPUT_DIR/checkpoints",
     "push_to_hub": "repo id to upload the exported model to (in the background)",
     "log_with": "accelerate trackers, e.g. tensorboard wandb",
-    "stop_after_steps": "end this run after this many optimizer steps in total; continue later with --resume",
+    "stop_after_steps": "end this run after this many optimizer steps in total, saving a checkpoint; continue with --resume",
 }
 
 
@@ -529,7 +529,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     progress_bar = tqdm(
         total=total_steps, initial=progress.global_step, desc="train", disable=not accelerator.is_local_main_process
     )
-    running = {"loss": 0.0, "classification_loss": 0.0, "alignment_loss": 0.0, "batches": 0}
+    running = {"loss": 0.0, "classification_loss": 0.0, "alignment_loss": 0.0, "batches": 0}  # this process's
     stopped_early = False
     while progress.epoch < config.epochs and not stopped_early:
         epoch = progress.epoch
@@ -551,9 +551,8 @@ def train(config: TrainingConfig) -> TrainingResult:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             progress.batches_in_epoch += 1
-            running["loss"] += outputs.loss.item()
-            running["classification_loss"] += outputs.classification_loss.item()
-            running["alignment_loss"] += outputs.alignment_loss.item()
+            for name in ("loss", "classification_loss", "alignment_loss"):  # tensors: no device sync per batch
+                running[name] += outputs[name].detach().float()
             running["batches"] += 1
             if not accelerator.sync_gradients:
                 continue
@@ -565,7 +564,9 @@ def train(config: TrainingConfig) -> TrainingResult:
             progress.global_step += 1
             progress_bar.update(1)
             if progress.global_step % config.log_every_steps == 0 or progress.global_step == total_steps:
-                logs = {f"train/{key}": value / running["batches"] for key, value in running.items() if key != "batches"}
+                logs = {
+                    f"train/{key}": float(value) / running["batches"] for key, value in running.items() if key != "batches"
+                }
                 logs.update(step_learning_rates)
                 logs.update({"train/epoch": epoch, "train/jitter_delta": delta})
                 progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
@@ -575,6 +576,8 @@ def train(config: TrainingConfig) -> TrainingResult:
             if config.checkpoint_every_steps and progress.global_step % config.checkpoint_every_steps == 0:
                 accelerator.save_state()
             if config.stop_after_steps and progress.global_step >= config.stop_after_steps:
+                if not (config.checkpoint_every_steps and progress.global_step % config.checkpoint_every_steps == 0):
+                    accelerator.save_state()  # nothing is lost: resume continues from this step
                 stopped_early = True
                 break
         if stopped_early:

@@ -242,10 +242,16 @@ def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     uninterrupted_run, tiny_video_dataset, tiny_clip_dir, tmp_path
 ):
-    """Stop at step 5 (the last checkpoint is step 4, so step 5 is lost as in a kill), resume, finish."""
+    """Stop at step 5 (mid-epoch), lose the step-5 checkpoint as a kill would, resume from step 4, finish."""
+    import shutil
+
     reference, _ = uninterrupted_run
     stopped = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, stop_after_steps=5))
     assert stopped.stopped_early and stopped.global_step == 5 and stopped.model_dir is None
+    checkpoints = tmp_path / "checkpoints"
+    # Saved at steps 2, 4 and at the stop (5); the limit keeps the last two.
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint_1", "checkpoint_2"]
+    shutil.rmtree(checkpoints / "checkpoint_2")
     resumed = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, resume=True))
     assert (resumed.global_step, resumed.epoch) == (12, 2)
     expected, actual = exported_weights(reference), exported_weights(resumed)
