@@ -35,7 +35,10 @@ def write_benchmark_video(path: Path, seconds: int, fps: int, gop_seconds: float
     with av.open(str(partial), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.options = {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        stream.codec_context.options = {
+            "preset": "veryfast",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
         for index in range(seconds * fps):
             image = np.roll(texture, (index * 3, index * 5), axis=(0, 1))
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -129,10 +132,16 @@ def main() -> None:
     print("| plan | method | clips/s | s/clip (median) | decode s | preprocess s | frames decoded/clip |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(
-            f"| {row['plan']} | {row['method']} | {row['clips_per_second']:.2f} | {row['seconds_per_clip_median']:.2f} | "
-            f"{row['decode_seconds_mean']:.2f} | {row['preprocess_seconds_mean']:.3f} | {row['decoded_frames_mean']:.0f} |"
-        )
+        cells = [
+            row["plan"],
+            row["method"],
+            f"{row['clips_per_second']:.2f}",
+            f"{row['seconds_per_clip_median']:.2f}",
+            f"{row['decode_seconds_mean']:.2f}",
+            f"{row['preprocess_seconds_mean']:.3f}",
+            f"{row['decoded_frames_mean']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
     args.json.write_text(json.dumps({"environment": environment, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")
 

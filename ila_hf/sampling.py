@@ -225,14 +225,10 @@ def sample_frame_indices(
     if sampling == "segment":
         if num_clips == 1:
             return segment_indices(num_video_frames, num_frames, random=random, generator=generator)
-        return multi_view_segment_indices(
-            num_video_frames, num_frames, num_clips, random=random, generator=generator
-        )
+        return multi_view_segment_indices(num_video_frames, num_frames, num_clips, random=random, generator=generator)
     if sampling == "dense":
         if num_clips == 1:
-            return dense_indices(
-                num_video_frames, num_frames, frame_interval, random=random, generator=generator
-            )
+            return dense_indices(num_video_frames, num_frames, frame_interval, random=random, generator=generator)
         if random:
             raise ValueError("Multi-view dense sampling is deterministic; pass `random=False` or `num_clips=1`.")
         return multi_view_dense_indices(num_video_frames, num_frames, frame_interval, num_clips)

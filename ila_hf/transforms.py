@@ -162,8 +162,9 @@ class MultiScaleCrop:
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         top, left, crop_height, crop_width = self.crop_box(*clip.shape[-2:], generator)
+        size = [self.size, self.size]
         return tvF.resized_crop(
-            clip, top, left, crop_height, crop_width, [self.size, self.size], interpolation=self.interpolation, antialias=True
+            clip, top, left, crop_height, crop_width, size, interpolation=self.interpolation, antialias=True
         )
 
 

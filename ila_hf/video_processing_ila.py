@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-
 from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -210,7 +209,9 @@ class ILAVideoProcessor(BaseVideoProcessor):
         for shape, stacked_videos in grouped_videos.items():  # (B, num_clips * T, C, H, W)
             batch_size, num_views_frames = stacked_videos.shape[:2]
             if num_views_frames % num_clips:
-                raise ValueError(f"Expected a multiple of num_clips={num_clips} frames per video, got {num_views_frames}.")
+                raise ValueError(
+                    f"Expected a multiple of num_clips={num_clips} frames per video, got {num_views_frames}."
+                )
             if num_crops == 3:
                 side = crop_size.height
                 stacked_videos = self.resize(stacked_videos, SizeDict(shortest_edge=side), resample=resample)

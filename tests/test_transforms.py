@@ -29,7 +29,8 @@ def seeded(seed: int) -> torch.Generator:
 
 
 def random_clip(num_frames=4, height=48, width=64, seed=0) -> torch.Tensor:
-    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (num_frames, 3, height, width), dtype=np.uint8))
+    frames = np.random.default_rng(seed).integers(0, 256, (num_frames, 3, height, width), dtype=np.uint8)
+    return torch.from_numpy(frames)
 
 
 def repeated_frame_clip(num_frames=4, height=48, width=64, seed=0) -> torch.Tensor:
@@ -86,7 +87,8 @@ def released_crop_boxes(height: int, width: int, size: int, scales=(1, 0.875, 0.
                 continue
             crop_h, crop_w = (size if abs(side - size) < 3 else side for side in (crop_h, crop_w))
             step_y, step_x = (height - crop_h) // 4, (width - crop_w) // 4
-            for top, left in [(0, 0), (0, 4 * step_x), (4 * step_y, 0), (4 * step_y, 4 * step_x), (2 * step_y, 2 * step_x)]:
+            corners_and_centre = [(0, 0), (0, 4 * step_x), (4 * step_y, 0), (4 * step_y, 4 * step_x)]
+            for top, left in [*corners_and_centre, (2 * step_y, 2 * step_x)]:
                 boxes.add((top, left, crop_h, crop_w))
     return boxes
 

@@ -391,7 +391,12 @@ def test_url_is_downloaded_to_a_temporary_file_then_removed(clip_mp4, fake_http,
     fake_http.content = clip_mp4.read_bytes()
     opened_paths = []
     real_open = av.open
-    monkeypatch.setattr(video_io.av, "open", lambda path, **kwargs: opened_paths.append(path) or real_open(path, **kwargs))
+
+    def spy_open(path, **kwargs):
+        opened_paths.append(path)
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(video_io.av, "open", spy_open)
     frames, metadata = load_video("https://example.com/videos/clip.mp4?sig=abc", [3, 40])
     assert read_indices(frames) == [3, 40] and metadata.total_num_frames == 60
     method, url, kwargs = fake_http.calls[0]
