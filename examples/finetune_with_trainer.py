@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         optimizers=(build_optimizer(model, recipe), None),
         compute_metrics=compute_metrics,
-        callbacks=[EpochCallback(train_clips, recipe.jitter_delta, recipe.align_decay_start_epoch), LossPartsCallback()],
+        callbacks=[
+            EpochCallback(train_clips, recipe.jitter_delta, recipe.align_decay_start_epoch),
+            LossPartsCallback(),
+        ],
     )
     train_metrics = trainer.train(ignore_keys_for_eval=IGNORE_KEYS_FOR_EVAL).metrics
     eval_metrics = trainer.evaluate(ignore_keys=IGNORE_KEYS_FOR_EVAL) if eval_dataset is not None else {}

@@ -241,7 +241,7 @@ def smooth_one_hot(labels: torch.Tensor, num_labels: int, smoothing: float = 0.0
 
 
 def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """A box covering about 1 - lam of the image, centred uniformly at random and clipped: (top, bottom, left, right)."""
+    """A box covering about 1 - lam of the frame, centred uniformly at random, clipped: (top, bottom, left, right)."""
     ratio = math.sqrt(1.0 - lam)
     box_height, box_width = int(height * ratio), int(width * ratio)
     centre_y, centre_x = int(rng.integers(height)), int(rng.integers(width))
@@ -303,9 +303,7 @@ class VideoClassificationCollator:
     mixed and keep class ids (B,), so one collator serves both (as the `Trainer` needs).
     """
 
-    def __init__(
-        self, mixup: MixupCutmix | None = None, label_smoothing: float = 0.0, num_labels: int | None = None
-    ):
+    def __init__(self, mixup: MixupCutmix | None = None, label_smoothing: float = 0.0, num_labels: int | None = None):
         if label_smoothing and num_labels is None and mixup is None:
             raise ValueError("Label smoothing needs `num_labels` to build soft targets.")
         self.mixup = mixup

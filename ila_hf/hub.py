@@ -231,13 +231,21 @@ def _upload_with_retries(
             if attempt == max_attempts:
                 logger.error(
                     "Upload of %s to %s failed after %d attempts; the local export is kept. Last error: %s",
-                    status.folder, status.repo_id, attempt, message,
+                    status.folder,
+                    status.repo_id,
+                    attempt,
+                    message,
                 )
                 return status
             delay = initial_backoff * 2 ** (attempt - 1)
             logger.warning(
                 "Upload of %s to %s failed (attempt %d/%d: %s); retrying in %.1f s.",
-                status.folder, status.repo_id, attempt, max_attempts, message, delay,
+                status.folder,
+                status.repo_id,
+                attempt,
+                max_attempts,
+                message,
+                delay,
             )
             sleep(delay)
         else:

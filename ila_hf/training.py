@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
@@ -37,6 +36,7 @@ from .data import (
     VideoProcessorTransform,
     build_dataset,
 )
+from .hub import export_model, model_card_context, push_to_hub_in_background
 from .modeling_ila import ILAForVideoClassification
 from .transforms import EvalClipTransform, TrainClipTransform
 
@@ -126,7 +126,9 @@ class TrainingConfig:
         if self.export not in ("best", "last"):
             raise ValueError(f"export must be 'best' or 'last', got {self.export!r}.")
         if (self.clip_model is None) == (self.model_name_or_path is None):
-            raise ValueError("Give exactly one of `clip_model` (start from CLIP) and `model_name_or_path` (an ILA model).")
+            raise ValueError(
+                "Give exactly one of `clip_model` (start from CLIP) and `model_name_or_path` (an ILA model)."
+            )
         if not self.train_data:
             raise ValueError("`train_data` is required: a list file or a folder with one folder per class.")
 
@@ -174,7 +176,7 @@ _ARGUMENT_HELP = {
     "resume": "continue from the latest checkpoint in OUTPUT_DIR/checkpoints",
     "push_to_hub": "repo id to upload the exported model to (in the background)",
     "log_with": "accelerate trackers, e.g. tensorboard wandb",
-    "stop_after_steps": "end this run after this many optimizer steps in total, saving a checkpoint; continue with --resume",
+    "stop_after_steps": "end after this many optimizer steps in total, with a checkpoint; continue with --resume",
 }
 
 
@@ -218,7 +220,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 def config_from_args(args: argparse.Namespace) -> "TrainingConfig":
     """The `TrainingConfig` of arguments parsed by a parser set up with `add_training_arguments`."""
-    values = {config_field.name: getattr(args, config_field.name) for config_field in dataclasses.fields(TrainingConfig)}
+    values = {
+        config_field.name: getattr(args, config_field.name) for config_field in dataclasses.fields(TrainingConfig)
+    }
     if values["adam_betas"] is not None:
         values["adam_betas"] = tuple(values["adam_betas"])
     return TrainingConfig(**values)
@@ -264,13 +268,13 @@ def build_optimizer(model: ILAForVideoClassification, config: TrainingConfig) ->
     AdamW over the recipe's parameter groups; each group is split into a decayed part and a `_no_decay` part
     (biases, 1-D parameters, position and class embeddings). Frozen parameters get no group and no optimizer state.
 
-    | group         | parameters                                         | lr                      | weight decay |
-    | alignment     | message_fc, message_ln, alignment.* of every layer | alignment_learning_rate | alignment_weight_decay |
-    | temporal_skip | aligned_tokens_proj, interaction_tokens_proj       | base x temporal_skip_lr_scale | weight_decay |
-    | mit           | mit.*                                              | mit_learning_rate       | weight_decay |
-    | head          | head.* (classifier or prompt generator)            | head_learning_rate      | weight_decay |
-    | backbone      | CLIP weights, when not frozen                      | base_learning_rate      | weight_decay |
-    | other         | anything else trainable                            | base_learning_rate      | weight_decay |
+    Groups (learning rate, weight decay):
+    - alignment: message_fc, message_ln, alignment.* of every layer (alignment_learning_rate, alignment_weight_decay)
+    - temporal_skip: aligned_tokens_proj, interaction_tokens_proj (base x temporal_skip_lr_scale, weight_decay)
+    - mit: mit.* (mit_learning_rate, weight_decay)
+    - head: head.*, the classifier or the prompt generator (head_learning_rate, weight_decay)
+    - backbone: the CLIP weights, when not frozen (base_learning_rate, weight_decay)
+    - other: anything else trainable (base_learning_rate, weight_decay)
 
     Every group records its peak learning rate as `initial_lr`; the schedule scales it.
     """
@@ -295,7 +299,12 @@ def build_optimizer(model: ILAForVideoClassification, config: TrainingConfig) ->
         for suffix, decay in (("", weight_decay), ("_no_decay", 0.0)):
             if grouped.get(group + suffix):
                 param_groups.append(
-                    {"params": grouped[group + suffix], "lr": learning_rate, "weight_decay": decay, "name": group + suffix}
+                    {
+                        "params": grouped[group + suffix],
+                        "lr": learning_rate,
+                        "weight_decay": decay,
+                        "name": group + suffix,
+                    }
                 )
     if not param_groups:
         raise ValueError("The model has no trainable parameters.")
@@ -417,7 +426,9 @@ def _hyperparameters(config: TrainingConfig, accelerator: Accelerator) -> dict[s
         "weight decay (alignment / others)": f"{config.alignment_weight_decay} / {config.weight_decay}",
         "schedule": f"cosine to {config.min_lr_ratio} x peak after linear warm-up",
         "label smoothing": config.label_smoothing,
-        "mixup / cutmix alpha, switch prob": f"{config.mixup_alpha} / {config.cutmix_alpha}, {config.mixup_switch_prob}",
+        "mixup / cutmix alpha, switch prob": (
+            f"{config.mixup_alpha} / {config.cutmix_alpha}, {config.mixup_switch_prob}"
+        ),
         "alignment jitter (align decay from epoch)": f"{config.jitter_delta} ({config.align_decay_start_epoch})",
         "mixed precision": config.mixed_precision,
         "frozen CLIP backbone": config.freeze_backbone,
@@ -462,7 +473,9 @@ def train(config: TrainingConfig) -> TrainingResult:
     label_names = train_dataset.features["label"].names
     validation_dataset = None
     if config.validation_data:
-        validation_dataset = build_dataset(config.validation_data, label_names=label_names, video_root=config.video_root)
+        validation_dataset = build_dataset(
+            config.validation_data, label_names=label_names, video_root=config.video_root
+        )
 
     model = build_model(config, label_names)
     video_processor = build_video_processor(model)  # exported with the model; runs the final evaluation
@@ -520,7 +533,9 @@ def train(config: TrainingConfig) -> TrainingResult:
             accelerator.load_state(str(latest))
             # accelerate does not advance its checkpoint counter on load; the next save must not reuse a name.
             accelerator.project_configuration.iteration = int(latest.name.split("_")[-1]) + 1
-            logger.info(f"Resumed from {latest} at epoch {progress.epoch}, step {progress.global_step}.", main_process_only=True)
+            logger.info(
+                f"Resumed from {latest} at epoch {progress.epoch}, step {progress.global_step}.", main_process_only=True
+            )
 
     if config.log_with:
         accelerator.init_trackers(config.project_name, config=_tracker_config(config))
@@ -565,7 +580,9 @@ def train(config: TrainingConfig) -> TrainingResult:
             progress_bar.update(1)
             if progress.global_step % config.log_every_steps == 0 or progress.global_step == total_steps:
                 logs = {
-                    f"train/{key}": float(value) / running["batches"] for key, value in running.items() if key != "batches"
+                    f"train/{key}": float(value) / running["batches"]
+                    for key, value in running.items()
+                    if key != "batches"
                 }
                 logs.update(step_learning_rates)
                 logs.update({"train/epoch": epoch, "train/jitter_delta": delta})
@@ -573,12 +590,13 @@ def train(config: TrainingConfig) -> TrainingResult:
                 if config.log_with:
                     accelerator.log(logs, step=progress.global_step)
                 running = dict.fromkeys(running, 0.0)
-            if config.checkpoint_every_steps and progress.global_step % config.checkpoint_every_steps == 0:
+            stopped_early = bool(config.stop_after_steps) and progress.global_step >= config.stop_after_steps
+            checkpoint_due = (
+                bool(config.checkpoint_every_steps) and progress.global_step % config.checkpoint_every_steps == 0
+            )
+            if checkpoint_due or stopped_early:  # a planned stop saves too: resume continues from this step
                 accelerator.save_state()
-            if config.stop_after_steps and progress.global_step >= config.stop_after_steps:
-                if not (config.checkpoint_every_steps and progress.global_step % config.checkpoint_every_steps == 0):
-                    accelerator.save_state()  # nothing is lost: resume continues from this step
-                stopped_early = True
+            if stopped_early:
                 break
         if stopped_early:
             break
@@ -606,8 +624,13 @@ def train(config: TrainingConfig) -> TrainingResult:
         accelerator.wait_for_everyone()
         _finish_trackers(accelerator)
         return TrainingResult(
-            metrics={}, output_dir=str(output_dir), model_dir=None, global_step=progress.global_step,
-            epoch=progress.epoch, stopped_early=True, history=list(progress.history),
+            metrics={},
+            output_dir=str(output_dir),
+            model_dir=None,
+            global_step=progress.global_step,
+            epoch=progress.epoch,
+            stopped_early=True,
+            history=list(progress.history),
         )
 
     # Final model: the best epoch's weights (if validated) or the last ones; evaluated, exported, pushed.
@@ -625,8 +648,6 @@ def train(config: TrainingConfig) -> TrainingResult:
     upload = None
     state_dict = accelerator.get_state_dict(model)  # collective: gathers FSDP / DeepSpeed shards
     if accelerator.is_main_process:
-        from .hub import export_model, model_card_context, push_to_hub_in_background
-
         metrics_table = {f"validation {key} ({_protocol(config)})": value for key, value in final_metrics.items()}
         if progress.best_epoch >= 0:
             metrics_table["best epoch (single view)"] = progress.best_epoch
@@ -652,15 +673,23 @@ def train(config: TrainingConfig) -> TrainingResult:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         if config.push_to_hub:
             upload = push_to_hub_in_background(
-                model_dir, config.push_to_hub, token=config.hub_token, private=config.hub_private,
+                model_dir,
+                config.push_to_hub,
+                token=config.hub_token,
+                private=config.hub_private,
                 commit_message=f"ILA fine-tuned for {progress.epoch} epochs ({progress.global_step} steps)",
             )
     accelerator.wait_for_everyone()
     _finish_trackers(accelerator)
     hub_status = upload.result(timeout=config.hub_upload_timeout) if upload is not None else None
     return TrainingResult(
-        metrics=final_metrics, output_dir=str(output_dir), model_dir=str(model_dir),
-        global_step=progress.global_step, epoch=progress.epoch, history=list(progress.history), hub_upload=hub_status,
+        metrics=final_metrics,
+        output_dir=str(output_dir),
+        model_dir=str(model_dir),
+        global_step=progress.global_step,
+        epoch=progress.epoch,
+        history=list(progress.history),
+        hub_upload=hub_status,
     )
 
 
@@ -681,7 +710,10 @@ def _save_best_weights(accelerator: Accelerator, model, output_dir: Path) -> Non
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         (output_dir / "best").mkdir(parents=True, exist_ok=True)
-        save_file({name: tensor.contiguous() for name, tensor in state_dict.items()}, output_dir / "best" / "model.safetensors")
+        save_file(
+            {name: tensor.contiguous() for name, tensor in state_dict.items()},
+            output_dir / "best" / "model.safetensors",
+        )
     accelerator.wait_for_everyone()
 
 

@@ -56,7 +56,10 @@ def test_video_list_resolves_paths_against_video_root_and_allows_spaces(tmp_path
     list_file.parent.mkdir()
     list_file.write_text("a/clip one.mp4 3\n# comment\n\nb/two.mp4 0\n")
     paths, labels = read_video_list(list_file, video_root=tmp_path / "root")
-    assert paths == [str((tmp_path / "root" / "a" / "clip one.mp4").resolve()), str((tmp_path / "root/b/two.mp4").resolve())]
+    assert paths == [
+        str((tmp_path / "root" / "a" / "clip one.mp4").resolve()),
+        str((tmp_path / "root/b/two.mp4").resolve()),
+    ]
     assert labels == [3, 0]
 
 

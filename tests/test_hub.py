@@ -131,7 +131,9 @@ def test_upload_retries_with_exponential_backoff_and_reports_success(exported_fo
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    status = push_to_hub_in_background(exported_folder, "someone/ila-tiny", initial_backoff=1.5, private=True).result(30)
+    status = push_to_hub_in_background(exported_folder, "someone/ila-tiny", initial_backoff=1.5, private=True).result(
+        30
+    )
 
     assert status.ok and status.attempts == 3 and status.error is None
     assert status.commit_url.endswith("/commit/abc")

@@ -26,15 +26,34 @@ def trainer_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        results = load_example().main([
-            "--clip-model", str(tiny_clip_dir),
-            "--train-data", str(tiny_video_dataset / "train.txt"),
-            "--validation-data", str(tiny_video_dataset / "val.txt"),
-            "--label-names", str(tiny_video_dataset / "labels.csv"),
-            "--output-dir", str(output_dir),
-            "--num-frames", "4", "--epochs", "2", "--batch-size", "4", "--gradient-accumulation-steps", "2",
-            "--num-workers", "0", "--logging-steps", "1", "--save-strategy", "no",
-        ])
+        results = load_example().main(
+            [
+                "--clip-model",
+                str(tiny_clip_dir),
+                "--train-data",
+                str(tiny_video_dataset / "train.txt"),
+                "--validation-data",
+                str(tiny_video_dataset / "val.txt"),
+                "--label-names",
+                str(tiny_video_dataset / "labels.csv"),
+                "--output-dir",
+                str(output_dir),
+                "--num-frames",
+                "4",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--gradient-accumulation-steps",
+                "2",
+                "--num-workers",
+                "0",
+                "--logging-steps",
+                "1",
+                "--save-strategy",
+                "no",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     return results, output_dir

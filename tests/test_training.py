@@ -2,7 +2,6 @@
 evaluate, export, several processes)."""
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -182,8 +181,13 @@ def uninterrupted_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
     tracker = RecordingTracker()
     output_dir = tmp_path_factory.mktemp("uninterrupted")
     config = loop_config(
-        tiny_video_dataset, tiny_clip_dir, output_dir, log_with=[tracker], log_every_steps=3,
-        final_num_clips=2, final_num_crops=3,
+        tiny_video_dataset,
+        tiny_clip_dir,
+        output_dir,
+        log_with=[tracker],
+        log_every_steps=3,
+        final_num_clips=2,
+        final_num_crops=3,
     )
     return train(config), tracker
 
@@ -211,7 +215,9 @@ def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninte
     train_steps = [step for step, values in tracker.logs if "train/loss" in values]
     assert train_steps == [3, 6, 9, 12]
     first = next(values for _, values in tracker.logs if "train/loss" in values)
-    assert {"train/alignment_loss", "train/classification_loss", "lr/alignment", "lr/mit", "train/jitter_delta"} <= set(first)
+    assert {"train/alignment_loss", "train/classification_loss", "lr/alignment", "lr/mit", "train/jitter_delta"} <= set(
+        first
+    )
     assert first["lr/alignment"] == pytest.approx(5e-4 * lr_multiplier(2, 6, 12, 0.01))
     assert sum("eval/top1" in values for _, values in tracker.logs) == 2
     assert any("final/top1" in values for _, values in tracker.logs)
@@ -266,8 +272,15 @@ def test_bf16_activation_checkpointing_and_gradient_accumulation_train_on_cpu(
     from accelerate.state import AcceleratorState
 
     config = loop_config(
-        tiny_video_dataset, tiny_clip_dir, tmp_path, validation_data=None, epochs=1, mixed_precision="bf16",
-        activation_checkpointing=True, gradient_accumulation_steps=4, checkpoint_every_steps=None,
+        tiny_video_dataset,
+        tiny_clip_dir,
+        tmp_path,
+        validation_data=None,
+        epochs=1,
+        mixed_precision="bf16",
+        activation_checkpointing=True,
+        gradient_accumulation_steps=4,
+        checkpoint_every_steps=None,
     )
     # accelerate keeps one precision per process; earlier tests in this process used "no".
     AcceleratorState._reset_state()
@@ -287,11 +300,28 @@ def test_bf16_activation_checkpointing_and_gradient_accumulation_train_on_cpu(
 def test_ila_hf_train_command_runs_the_loop(tiny_video_dataset, tiny_clip_dir, tmp_path, capsys):
     from ila_hf.cli import main
 
-    status = main([
-        "train", "--train-data", str(tiny_video_dataset / "videos"), "--clip-model", str(tiny_clip_dir),
-        "--num-frames", "4", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-        "--no-horizontal-flip", "--output-dir", str(tmp_path), "--stop-after-steps", "2",
-    ])
+    status = main(
+        [
+            "train",
+            "--train-data",
+            str(tiny_video_dataset / "videos"),
+            "--clip-model",
+            str(tiny_clip_dir),
+            "--num-frames",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--no-horizontal-flip",
+            "--output-dir",
+            str(tmp_path),
+            "--stop-after-steps",
+            "2",
+        ]
+    )
     assert status == 0
     assert "Stopped after step 2" in capsys.readouterr().out
 
@@ -319,9 +349,22 @@ assert example.main([*arguments, "--resume"]) == 0
 
 def _launch_two_processes(script: Path, arguments: list[str]) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(script), *arguments,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        *arguments,
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
@@ -345,10 +388,30 @@ def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
 
     output_dir = tmp_path / "run"
     arguments = [
-        "--train-data", str(tiny_video_dataset / "train.txt"), "--validation-data", str(tiny_video_dataset / "val.txt"),
-        "--label-names", str(tiny_video_dataset / "labels.csv"), "--clip-model", str(tiny_clip_dir),
-        "--num-frames", "4", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2", "--num-workers", "0",
-        "--checkpoint-every-steps", "1", "--export", "last", "--output-dir", str(output_dir),
+        "--train-data",
+        str(tiny_video_dataset / "train.txt"),
+        "--validation-data",
+        str(tiny_video_dataset / "val.txt"),
+        "--label-names",
+        str(tiny_video_dataset / "labels.csv"),
+        "--clip-model",
+        str(tiny_clip_dir),
+        "--num-frames",
+        "4",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--checkpoint-every-steps",
+        "1",
+        "--export",
+        "last",
+        "--output-dir",
+        str(output_dir),
     ]
     # Both runs in one launch (imports dominate on CPU): the second starts from the checkpoints on disk only.
     script = tmp_path / "stop_and_resume.py"
