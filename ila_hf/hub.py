@@ -87,8 +87,13 @@ def model_card_context(
     hyperparameters: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     compute: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """The values `model_card.md` refers to, taken from the model's config and the training run."""
+    """
+    The values `model_card.md` refers to, taken from the model's config and the training run. `model_name` (the
+    card's title) defaults to the last part of `model_id`; a `base_model` that is a local folder is kept out of the
+    card's metadata, which only takes Hub ids.
+    """
     config = model.config
     labels = [config.id2label[index] for index in sorted(config.id2label)]
     preview = ", ".join(f"`{label}`" for label in labels[:8]) + (", ..." if len(labels) > 8 else "")
@@ -107,8 +112,13 @@ def model_card_context(
     no_metrics = "No evaluation was run."
     return {
         "model_id": model_id,
-        "model_name": model_id.rsplit("/", 1)[-1],
+        "model_name": model_name or model_id.rstrip("/").rsplit("/", 1)[-1],
         "base_model": base_model,
+        "base_model_metadata": (
+            f"# base model: a local checkpoint ({Path(base_model).name})"
+            if Path(base_model).exists() or base_model == "unknown"
+            else f"base_model: {base_model}"
+        ),
         "train_data": train_data,
         "train_data_name": f"`{Path(train_data).name}`" if train_data not in ("unknown", "") else "unknown data",
         "num_train_videos": num_train_videos,

@@ -653,7 +653,8 @@ def train(config: TrainingConfig) -> TrainingResult:
             metrics_table["best epoch (single view)"] = progress.best_epoch
         card = model_card_context(
             unwrapped,
-            model_id=config.push_to_hub or str(model_dir),
+            model_id=config.push_to_hub or str(model_dir.resolve()),
+            model_name=config.push_to_hub.rsplit("/", 1)[-1] if config.push_to_hub else output_dir.resolve().name,
             base_model=config.clip_model or config.model_name_or_path,
             train_data=config.train_data,
             num_train_videos=len(train_dataset),

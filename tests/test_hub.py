@@ -75,7 +75,7 @@ def test_export_holds_safetensors_config_processor_code_and_card(exported_folder
 def test_model_card_is_filled_with_the_runs_values(exported_folder):
     card = (exported_folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: video-classification")
-    assert "base_model: tiny-clip" in card
+    assert "\nbase_model: tiny-clip\n" in card and "# ila-tiny\n" in card
     assert 'from_pretrained("someone/ila-tiny", trust_remote_code=True)' in card
     assert "| validation top1 | 0.4286 |" in card
     assert "| lr: MIT | 0.0004 |" in card

@@ -242,6 +242,8 @@ def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(
     predictions = classifier(str(tiny_video_dataset / "videos" / "diving" / "diving_0.mp4"), top_k=3)
     assert len(predictions) == 3 and {prediction["label"] for prediction in predictions} <= set(TRAINING_CLASSES)
     card = (Path(result.model_dir) / "README.md").read_text()
+    assert "\n# base model: a local checkpoint" in card  # the Hub's base_model takes only repo ids
+    assert f"\n# {Path(result.output_dir).name}\n" in card
     assert f"{result.metrics['top1']:.4g}" in card and "2 clip(s) x 3 crop(s)" in card and "not recorded" not in card
 
 
