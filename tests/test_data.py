@@ -8,6 +8,7 @@ from ila_hf.data import (
     MixupCutmix,
     VideoClassificationCollator,
     VideoClipTransform,
+    VideoProcessorTransform,
     build_dataset,
     clip_seed,
     cutmix_box,
@@ -152,6 +153,17 @@ def test_training_clip_transform_gets_a_generator_seeded_by_the_clip_seed(tiny_v
     evaluation_item = dataset.with_transform(VideoClipTransform(record, num_frames=4, training=False))[5]
     assert seen[-1] is None
     assert "clip_seed" not in evaluation_item
+
+
+def test_processor_transform_gives_every_view_of_the_exported_protocol(tiny_video_dataset):
+    from ila_hf.video_processing_ila import ILAVideoProcessor
+
+    processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 32, "width": 32})
+    dataset = build_dataset(tiny_video_dataset / "videos")
+    single = dataset.with_transform(VideoProcessorTransform(processor))[0]
+    views = dataset.with_transform(VideoProcessorTransform(processor, num_clips=2, num_crops=3))[0]
+    assert single["pixel_values"].shape == (4, 3, 32, 32) and single["labels"] == 0
+    assert views["pixel_values"].shape == (6, 4, 3, 32, 32)
 
 
 def test_clip_seed_depends_on_seed_epoch_and_video():
