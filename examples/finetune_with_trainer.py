@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         activation_checkpointing=args.activation_checkpointing,
         remove_unused_columns=False,  # the collator needs the clips decoded from the `video` column
         dataloader_num_workers=args.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         report_to=args.report_to,
         seed=args.seed,
     )
