@@ -128,9 +128,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.head == "text":
         model.set_class_names(label_names, args.clip_model)
-    # The model takes **kwargs for the attention backend, not loss kwargs: keep the Trainer from passing
-    # `num_items_in_batch` and from skipping its gradient-accumulation scaling of the (per-batch mean) loss.
-    model.accepts_loss_kwargs = False
     image_size = model.config.image_size
 
     train_clips = VideoClipTransform(TrainClipTransform(image_size), args.num_frames, training=True, seed=args.seed)
