@@ -105,6 +105,10 @@ processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
 inputs = processor({str(video)!r}, return_tensors="pt")
 assert tuple(inputs["pixel_values"].shape) == (1, 4, 3, 64, 64), inputs["pixel_values"].shape
 assert model(**inputs).logits.shape == (1, 6)
+from transformers import pipeline
+classifier = pipeline("video-classification", model=folder, trust_remote_code=True)
+predictions = classifier({str(video)!r}, top_k=2)
+assert [prediction["label"] for prediction in predictions][0] in model.config.id2label.values(), predictions
 assert not any(name == "ila_hf" or name.startswith("ila_hf.") for name in sys.modules)
 print(type(model).__module__, type(processor).__module__)
 """
