@@ -12,7 +12,6 @@ tower is run once on the class names to fill the text head's class embeddings.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .configuration_ila import ILAVideoConfig
+from .data import read_label_names
 from .hub import export_model, markdown_table, model_card_context, push_to_hub_in_background
 from .modeling_ila import ILAForVideoClassification
 
@@ -471,31 +471,19 @@ def _preview(keys: Sequence[str], limit: int = 8) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def read_label_csv(path: str | os.PathLike) -> list[str]:
-    """Class names from an ``id,name`` CSV (the released label lists' format), in id order."""
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    if not rows or not {"id", "name"} <= set(rows[0]):
-        raise ValueError(f"{path} is not an 'id,name' label CSV.")
-    names = {int(row["id"]): row["name"] for row in rows}
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"The ids in {path} are not 0..{len(names) - 1}.")
-    return [names[index] for index in range(len(names))]
-
-
 def released_class_names(variant: str) -> list[str]:
     """The released label list of a recipe: Kinetics-400 (400 names) or Something-Something-v2 (174)."""
     if variant not in RELEASED_LABEL_FILES:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
     with resources.as_file(resources.files("ila_hf") / "labels" / RELEASED_LABEL_FILES[variant]) as path:
-        return read_label_csv(path)
+        return read_label_names(path)
 
 
 def _resolve_class_names(class_names, architecture: ReleasedArchitecture) -> list[str]:
     if class_names is None:
         names = released_class_names(architecture.variant)
     elif isinstance(class_names, (str, os.PathLike)):
-        names = read_label_csv(class_names)
+        names = read_label_names(class_names)
     else:
         names = [str(name) for name in class_names]
     if len(set(names)) != len(names):
@@ -872,6 +860,5 @@ __all__ = [
     "convert_state_dict",
     "infer_architecture",
     "load_released_checkpoint",
-    "read_label_csv",
     "released_class_names",
 ]
