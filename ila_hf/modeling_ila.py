@@ -206,6 +206,15 @@ class ILAConvBlock(nn.Sequential):
             self.pool = nn.MaxPool2d(2)
         self.act = nn.ReLU()
 
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Inference only: fold BatchNorm's running statistics and affine into the conv (conv -> [pool] -> ReLU)."""
+        scale = self.norm.weight.double() / torch.sqrt(self.norm.running_var.double() + self.norm.eps)
+        bias = (self.conv.bias.double() - self.norm.running_mean) * scale + self.norm.bias.double()
+        self.conv.weight.copy_(self.conv.weight.double() * scale[:, None, None, None])
+        self.conv.bias.copy_(bias)
+        self.norm = nn.Identity()
+
 
 def build_interaction_block(config: ILAVideoConfig) -> nn.Sequential:
     """Step 3: (B*P, 2D, S, S) -> F: (B*P, C, S, S), in the released K400 ("depthwise") or SSv2 ("conv") form."""
@@ -360,6 +369,17 @@ class ILAAlignment(nn.Module):
         )
 
 
+class ILAClassTokenLinear(nn.Module):
+    """A Linear on the first (class) token of (batch, tokens, features); the other tokens pass through unchanged."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.linear(tokens[:, :1]), tokens[:, 1:]], dim=1)
+
+
 class ILAEncoderLayer(ILATransformerLayer):
     """A CLIP encoder layer preceded by the alignment update of step 9 (module names match CLIP's)."""
 
@@ -383,6 +403,32 @@ class ILAEncoderLayer(ILATransformerLayer):
         hidden_states, attn_weights = super().forward(hidden_states, **kwargs)
         return hidden_states, attn_weights, alignment_loss, points
 
+    @torch.no_grad()
+    def fuse_for_inference(self) -> None:
+        """
+        Fold what exact algebra allows, for inference (see [`ILAVideoModel.fuse_for_inference`]): BatchNorm into the
+        preceding convs, and Linear_inter(interaction_fc(temporal_conv(z))) on the patch tokens into one temporal
+        conv C/2 -> D. Linear_inter then acts on the interaction class token only.
+        """
+        alignment = self.alignment
+        for conv_block in (*alignment.interaction_block, *alignment.point_predictor.spatial):
+            conv_block.fold_batch_norm()
+
+        temporal_conv, interaction_fc = alignment.temporal_conv, alignment.interaction_fc
+        projection = self.interaction_tokens_proj
+        frame_weights = temporal_conv.weight.double()[..., 0, 0]  # (C/2 out, C/2 in, 3)
+        projected_fc = projection.weight.double() @ interaction_fc.weight.double()  # (D, C/2)
+        fused_conv = ILATemporalConv(temporal_conv.in_channels, projection.out_features)
+        fused_conv.to(device=temporal_conv.weight.device, dtype=temporal_conv.weight.dtype)
+        fused_conv.weight.copy_(torch.einsum("dc,cik->dik", projected_fc, frame_weights)[..., None, None])
+        fused_conv.bias.copy_(
+            projected_fc @ temporal_conv.bias.double()
+            + projection.weight.double() @ interaction_fc.bias.double()
+            + projection.bias.double()
+        )
+        alignment.temporal_conv, alignment.interaction_fc = fused_conv, nn.Identity()
+        self.interaction_tokens_proj = ILAClassTokenLinear(projection)
+
 
 class ILAEncoder(nn.Module):
     def __init__(self, config: ILAVideoConfig):
@@ -404,6 +450,15 @@ class ILAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    is_fused = False  # set by `fuse_for_inference`
+
+    def train(self, mode: bool = True):
+        if mode and self.is_fused:
+            raise RuntimeError(
+                "This model was fused for inference (fuse_for_inference), which folded BatchNorm statistics and merged "
+                "layers, so it cannot train. Load the unfused weights again to train."
+            )
+        return super().train(mode)
 
     def _initialize_weights(self, module, is_custom_code: bool = False):
         # transformers treats Hub code as "custom" and then skips modules that own no tensors directly (ILAAttention,
@@ -472,6 +527,25 @@ class ILAVideoModel(ILAPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
+
+    def fuse_for_inference(self) -> "ILAVideoModel":
+        """
+        Opt-in, inference only: fold what exact algebra allows into fewer operations, in place. In every layer,
+        BatchNorm's running statistics go into the preceding convs, and Linear_inter(interaction_fc(temporal_conv(z)))
+        on the patch tokens becomes one temporal conv C/2 -> D (about 8 G multiply-adds less per B/16 8x224 view).
+        Outputs stay equal up to float rounding. The fused model cannot train, and its state dict no longer matches
+        the checkpoint layout: save or train the unfused model. Call `model.eval()` first.
+        """
+        if self.training:
+            raise RuntimeError(
+                "fuse_for_inference() folds BatchNorm's running statistics, so it is for evaluation only; call "
+                "model.eval() first."
+            )
+        if not self.is_fused:
+            for layer in self.encoder.layers:
+                layer.fuse_for_inference()
+            self.is_fused = True
+        return self
 
     def clip_backbone_parameters(self):
         """Yield (name, parameter) for every CLIP weight: the part that `freeze_backbone` freezes."""
@@ -645,6 +719,9 @@ class ILATextHead(nn.Module):
 class ILAForVideoClassification(ILAPreTrainedModel):
     """ILA video encoder + multi-frame integration transformer + a linear or text head."""
 
+    # The loss is a per-batch mean; `Trainer` must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: ILAVideoConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -684,6 +761,15 @@ class ILAForVideoClassification(ILAPreTrainedModel):
 
     def set_jitter_delta(self, delta: float) -> None:
         self.ila.set_jitter_delta(delta)
+
+    @property
+    def is_fused(self) -> bool:
+        return self.ila.is_fused
+
+    def fuse_for_inference(self) -> "ILAForVideoClassification":
+        """Fuse the video encoder for inference, in place; see [`ILAVideoModel.fuse_for_inference`]."""
+        self.ila.fuse_for_inference()
+        return self
 
     @torch.no_grad()
     def set_class_names(self, class_names: list[str], clip_text_model_or_path, tokenizer=None, template="{}"):
