@@ -1,0 +1,847 @@
+"""
+Cost and speed of ILA against its peers: `ila-hf benchmark` and `benchmarks/run.py`.
+
+One run builds every model with random weights at real sizes from configs (nothing is downloaded), at equal frames
+and resolution, and measures:
+
+- multiply-adds per view, counted by `torch.utils.flop_counter.FlopCounterMode` on the meta device (no compute).
+  Matmuls and convolutions count, as FLOPs / 2; normalisation, activations and other elementwise work do not. The
+  batched matmuls of attention (scores and weighted values) are reported apart: published figures usually leave
+  them out, because the flop counter does not see the CPU SDPA kernel;
+- parameters, total and trainable (ILA: the released recipe's frozen CLIP backbone);
+- inference latency and clips/s per batch size and dtype, and the achieved multiply-adds per second as a fraction
+  of this machine's dense matmul rate;
+- peak memory. CUDA: `torch.cuda.max_memory_allocated`. CPU: the resident tensors (weights, optimizer state) plus
+  the peak of the tensor bytes allocated during the call, summed from the torch profiler's allocation events (the
+  CPU allocator reports every allocation and free to it; the process RSS would mostly show the C allocator's cache);
+- one training step (forward, cross-entropy, backward, AdamW step) with the backbone frozen or fully fine-tuned,
+  with and without activation checkpointing;
+- where ILA's inference time goes, by operator category (torch profiler).
+"""
+
+import argparse
+import copy
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import transformers
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    PreTrainedModel,
+    TimesformerConfig,
+    TimesformerForVideoClassification,
+    VideoMAEConfig,
+    VideoMAEForVideoClassification,
+    XCLIPVisionConfig,
+    XCLIPVisionModel,
+)
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.models.x_clip.modeling_x_clip import XCLIPMultiframeIntegrationTransformer
+
+from .configuration_ila import ILAVideoConfig
+from .modeling_ila import ILAForVideoClassification
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    patch_size: int
+    projection_dim: int
+
+
+SIZES = {
+    "B/32": ViTSize(768, 3072, 12, 12, 32, 512),
+    "B/16": ViTSize(768, 3072, 12, 12, 16, 512),
+    "L/14": ViTSize(1024, 4096, 24, 16, 14, 768),
+    "tiny": ViTSize(64, 128, 2, 4, 16, 64),  # for tests
+}
+
+MODELS = {
+    "ila": "ILA, K400 recipe (depthwise interaction, text head)",
+    "ila-fused": "ILA, K400 recipe, fuse_for_inference()",
+    "ila-ssv2": "ILA, SSv2 recipe (conv interaction, linear head)",
+    "clip": "CLIP per frame + mean (frame averaging)",
+    "xclip": "X-CLIP vision + MIT",
+    "timesformer": "TimeSformer (divided space-time)",
+    "videomae": "VideoMAE (tubelets 2x16x16)",
+}
+# TimeSformer and VideoMAE come as ViT-B models with 16x16 patches: they join at patch-16 sizes only.
+PATCH_16_ONLY = ("timesformer", "videomae")
+NUM_CLASSES = {"ila-ssv2": 174}  # the SSv2 label set; every other model classifies the 400 Kinetics classes
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchmarkOptions:
+    """What one run measures. The defaults are a quick CPU run (a few minutes on 2 cores)."""
+
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    sizes: list[str] = field(default_factory=lambda: ["B/32"])  # timed (and counted)
+    count_sizes: list[str] = field(default_factory=lambda: ["B/16", "L/14"])  # counted only
+    frames: int = 8
+    image_size: int = 224
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    warmup: int = 1
+    repeats: int = 3
+    train: bool = True
+    train_batch_size: int = 1
+    train_repeats: int = 1
+    train_dtype: str = "fp32"  # "bf16": autocast mixed precision, fp32 weights
+    memory: bool = True
+    profile: bool = True
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    compile: bool = False
+    threads: int | None = None
+    matmul_size: int = 2048
+    command: str = ""  # the command line, for the record
+
+    def __post_init__(self):
+        for name in self.models:
+            if name not in MODELS:
+                raise ValueError(f"Unknown model {name!r}; choose from {', '.join(MODELS)}.")
+        for size in (*self.sizes, *self.count_sizes):
+            if size not in SIZES:
+                raise ValueError(f"Unknown size {size!r}; choose from {', '.join(SIZES)}.")
+        for dtype in (*self.dtypes, self.train_dtype):
+            if dtype not in DTYPES:
+                raise ValueError(f"Unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The models. Each maps pixel_values (B, T, 3, H, W) [and labels] to an output with `.logits` [and `.loss`].
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class FrameAveragingCLIP(nn.Module):
+    """The no-temporal-modelling baseline: CLIP image embeddings of every frame, averaged, then a linear classifier."""
+
+    def __init__(self, config: CLIPVisionConfig, num_labels: int):
+        super().__init__()
+        self.clip = CLIPVisionModelWithProjection(config)
+        self.classifier = nn.Linear(config.projection_dim, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
+        batch_size, num_frames = pixel_values.shape[:2]
+        frame_embeds = self.clip(pixel_values=pixel_values.flatten(0, 1)).image_embeds  # (B*T, E)
+        logits = self.classifier(frame_embeds.unflatten(0, (batch_size, num_frames)).mean(dim=1))
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+class XCLIPVideoClassifier(nn.Module):
+    """
+    X-CLIP's video side from transformers' pieces: `XCLIPVisionModel` (cross-frame message tokens), the visual
+    projection and the multi-frame integration transformer, as in `XCLIPModel.get_video_features`; a linear classifier
+    stands in for the text side.
+    """
+
+    def __init__(self, config: XCLIPVisionConfig, projection_dim: int, num_labels: int):
+        super().__init__()
+        self.vision_model = XCLIPVisionModel(config)
+        self.visual_projection = nn.Linear(config.hidden_size, projection_dim, bias=False)
+        # Built after the vision model, so the copied config carries its attention implementation (SDPA).
+        mit_config = copy.copy(self.vision_model.config)
+        mit_config.hidden_size = config.mit_hidden_size
+        mit_config.intermediate_size = config.mit_intermediate_size
+        mit_config.num_hidden_layers = config.mit_num_hidden_layers
+        mit_config.num_attention_heads = config.mit_num_attention_heads
+        self.mit = XCLIPMultiframeIntegrationTransformer(mit_config)
+        nn.init.normal_(self.mit.position_embedding, std=0.02)
+        self.classifier = nn.Linear(projection_dim, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
+        batch_size, num_frames = pixel_values.shape[:2]
+        frame_embeds = self.visual_projection(self.vision_model(pixel_values.flatten(0, 1)).pooler_output)
+        video_embeds = self.mit(frame_embeds.unflatten(0, (batch_size, num_frames))).pooler_output  # (B, E)
+        logits = self.classifier(video_embeds)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def ila_config(name: str, size: ViTSize, frames: int, image_size: int) -> ILAVideoConfig:
+    k400 = name != "ila-ssv2"
+    return ILAVideoConfig(
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        patch_size=size.patch_size,
+        image_size=image_size,
+        projection_dim=size.projection_dim,
+        num_frames=frames,
+        interaction_variant="depthwise" if k400 else "conv",
+        head="text" if k400 else "linear",
+        num_labels=NUM_CLASSES.get(name, 400),
+    )
+
+
+def build_model(name: str, size: ViTSize, frames: int, image_size: int) -> nn.Module:
+    """A randomly initialised model at `size`, in eval mode; ILA models with the released frozen backbone."""
+    num_labels = NUM_CLASSES.get(name, 400)
+    transformer = {
+        "hidden_size": size.hidden_size,
+        "intermediate_size": size.intermediate_size,
+        "num_hidden_layers": size.num_layers,
+        "num_attention_heads": size.num_heads,
+        "image_size": image_size,
+        "patch_size": size.patch_size,
+    }
+    if name.startswith("ila"):
+        model = ILAForVideoClassification(ila_config(name, size, frames, image_size)).eval()
+        return model.fuse_for_inference() if name == "ila-fused" else model
+    if name == "clip":
+        config = CLIPVisionConfig(**transformer, projection_dim=size.projection_dim, hidden_act="quick_gelu")
+        return FrameAveragingCLIP(config, num_labels).eval()
+    if name == "xclip":
+        config = XCLIPVisionConfig(
+            **transformer,
+            num_frames=frames,
+            mit_hidden_size=size.projection_dim,
+            mit_intermediate_size=4 * size.projection_dim,
+            mit_num_attention_heads=size.projection_dim // 64,
+        )
+        return XCLIPVideoClassifier(config, size.projection_dim, num_labels).eval()
+    labels = {"num_labels": num_labels}
+    if name == "timesformer":
+        return TimesformerForVideoClassification(TimesformerConfig(**transformer, num_frames=frames, **labels)).eval()
+    if name == "videomae":
+        return VideoMAEForVideoClassification(VideoMAEConfig(**transformer, num_frames=frames, **labels)).eval()
+    raise ValueError(f"Unknown model {name!r}; choose from {', '.join(MODELS)}.")
+
+
+def model_exists_at(name: str, size_name: str) -> bool:
+    return name not in PATCH_16_ONLY or SIZES[size_name].patch_size == 16
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """ILA: freeze or unfreeze the CLIP backbone. The peers have no frozen variant (they train fully)."""
+    if isinstance(model, ILAForVideoClassification):
+        model.ila.freeze_clip_backbone(not trainable)
+    else:
+        model.requires_grad_(True)
+
+
+def training_modes(name: str) -> list[tuple[bool, bool]]:
+    """(trainable backbone, activation checkpointing) pairs to measure: the fused model does not train."""
+    if name == "ila-fused":
+        return []
+    backbones = (False, True) if name.startswith("ila") else (True,)
+    return [(backbone, checkpointing) for backbone in backbones for checkpointing in (False, True)]
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+            module.activation_checkpointing_enable()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements.
+# ---------------------------------------------------------------------------------------------------------------
+
+ATTENTION_OPS = {
+    torch.ops.aten.bmm,
+    torch.ops.aten.baddbmm,
+    torch.ops.aten._scaled_dot_product_efficient_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention,
+    torch.ops.aten._scaled_dot_product_cudnn_attention,
+}
+
+
+def count_cost(name: str, size: ViTSize, frames: int, image_size: int) -> dict:
+    """Multiply-adds of one view (batch 1) and parameter counts; the model is built on the meta device."""
+    with torch.device("meta"):
+        # `.to("meta")` too: once transformers' `from_pretrained` has run in the process, `torch.linspace` ignores
+        # device contexts (torch caches the constructor list while transformers has it patched).
+        model = build_model(name, size, frames, image_size).to("meta")
+        pixel_values = torch.empty(1, frames, 3, image_size, image_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(pixel_values=pixel_values)
+    flops_by_op = counter.get_flop_counts()["Global"]
+    attention_flops = sum(count for op, count in flops_by_op.items() if op in ATTENTION_OPS)
+    head_flops = sum(
+        sum(counts.values())
+        for module_name, counts in counter.get_flop_counts().items()
+        if module_name.count(".") == 1 and module_name.split(".")[1] in ("head", "classifier", "fc_norm")
+    )
+    return {
+        "gmacs": counter.get_total_flops() / 2e9,
+        "attention_gmacs": attention_flops / 2e9,
+        "head_gmacs": head_flops / 2e9,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "trainable_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+    }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(
+    function: Callable[[], object], device: torch.device, warmup: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """
+    Seconds per call, `repeats` times after `warmup` calls: elapsed (CUDA events on a GPU, the wall clock on the CPU)
+    and this process's CPU time (all threads), which waiting for a shared machine's cores does not inflate.
+    """
+    for _ in range(warmup):
+        function()
+    elapsed, cpu = [], []
+    for _ in range(repeats):
+        cpu_start = time.process_time()
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            function()
+            end.record()
+            torch.cuda.synchronize(device)
+            elapsed.append(start.elapsed_time(end) / 1e3)
+        else:
+            start_time = time.perf_counter()
+            function()
+            elapsed.append(time.perf_counter() - start_time)
+        cpu.append(time.process_time() - cpu_start)
+    return elapsed, cpu
+
+
+def _profiler_allocation_peak(function: Callable[[], object]) -> int | None:
+    """Peak of the CPU tensor bytes allocated (net of frees) while `function` runs, from profiler allocation events."""
+    try:
+        from torch._C._profiler import _EventType
+    except ImportError:  # a private API; without it no CPU memory figure is reported
+        return None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+
+    def walk(events):
+        for event in events:
+            yield event
+            yield from walk(event.children)
+
+    allocations = [
+        event
+        for event in walk(profiler.profiler.kineto_results.experimental_event_tree())
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu"
+    ]
+    allocated = peak = 0
+    for event in sorted(allocations, key=lambda event: event.start_time_ns):
+        allocated += event.extra_fields.alloc_size
+        peak = max(peak, allocated)
+    return peak
+
+
+def peak_memory_bytes(function: Callable[[], object], device: torch.device, resident_bytes: int) -> int | None:
+    """Peak bytes of tensors during `function`, including the `resident_bytes` (weights, optimizer state) on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        function()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    transient = _profiler_allocation_peak(function)
+    return None if transient is None else resident_bytes + transient
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def model_bytes(model: nn.Module) -> int:
+    return tensor_bytes(model.parameters()) + tensor_bytes(model.buffers())
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, size: int, repeats: int = 5) -> float:
+    """Dense matmul rate of this machine: GFLOP/s of the best of `repeats` (size x size) @ (size x size) products."""
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = min(time_calls(lambda: left @ right, device, warmup=1, repeats=repeats)[0])
+    return 2 * size**3 / seconds / 1e9
+
+
+OPERATOR_CATEGORIES = (
+    ("attention (SDPA)", ("scaled_dot_product", "flash_attention", "efficient_attention")),
+    ("matmul (linear layers)", ("addmm", "aten::mm", "bmm", "matmul")),
+    ("convolution", ("conv",)),
+    ("normalisation", ("norm",)),
+    ("pooling", ("pool", "amax")),
+    ("copies and layout (cat, pad, copy)", ("cat", "copy", "clone", "contiguous", "pad", "index", "unfold")),
+    ("activations", ("sigmoid", "gelu", "relu", "clamp", "tanh", "softmax")),
+    ("other elementwise", ("add", "mul", "div", "sub", "where", "abs", "sum", "mean", "exp", "pow", "sqrt")),
+)
+
+
+def profile_categories(function: Callable[[], object], device: torch.device) -> dict[str, float]:
+    """Self time (ms) of one call, summed over operator categories."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        function()
+        _synchronize(device)
+    milliseconds: dict[str, float] = {}
+    for event in profiler.key_averages():
+        self_time = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        category = next(
+            (category for category, keys in OPERATOR_CATEGORIES if any(key in event.key for key in keys)), "other"
+        )
+        milliseconds[category] = milliseconds.get(category, 0.0) + self_time / 1e3
+    return dict(sorted(milliseconds.items(), key=lambda item: -item[1]))
+
+
+def random_video(batch_size: int, frames: int, image_size: int, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(batch_size, frames, 3, image_size, image_size, device=device, dtype=dtype)
+
+
+def infer(model: nn.Module, pixel_values: torch.Tensor) -> None:
+    with torch.inference_mode():
+        model(pixel_values=pixel_values)
+
+
+def measure_inference(model: nn.Module, options: BenchmarkOptions, cost: dict, rates: dict) -> list[dict]:
+    """Latency, throughput, peak memory and achieved multiply-add rate per dtype and batch size."""
+    device = torch.device(options.device)
+    rows = []
+    for dtype_name in options.dtypes:
+        model.to(device=device, dtype=DTYPES[dtype_name])
+        runnable = torch.compile(model) if options.compile else model
+        for batch_size in options.batch_sizes:
+            pixel_values = random_video(batch_size, options.frames, options.image_size, device, DTYPES[dtype_name])
+            forward = functools.partial(infer, runnable, pixel_values)
+            times, cpu_times = time_calls(forward, device, options.warmup, options.repeats)
+            latency = statistics.median(times)
+            macs_per_second = cost["gmacs"] * batch_size / latency
+            row = {
+                "dtype": dtype_name,
+                "batch_size": batch_size,
+                "latency_ms": 1e3 * latency,
+                "latency_min_ms": 1e3 * min(times),
+                "times_s": times,
+                "cpu_s": statistics.median(cpu_times),
+                "clips_per_s": batch_size / latency,
+                "gmacs_per_s": macs_per_second,
+                "matmul_fraction": macs_per_second / (rates[dtype_name] / 2),
+                "peak_mb": None,
+            }
+            if options.memory:
+                peak = peak_memory_bytes(forward, device, model_bytes(model))
+                row["peak_mb"] = None if peak is None else peak / 2**20
+            rows.append(row)
+    model.to(dtype=torch.float32)  # back to fp32 for the profile
+    return rows
+
+
+def measure_training(
+    name: str, size: ViTSize, options: BenchmarkOptions, trainable_backbone: bool, checkpointing: bool
+) -> dict:
+    """One training step (forward, loss, backward, AdamW step) of a fresh model: time, peak memory, what is trained."""
+    device = torch.device(options.device)
+    torch.manual_seed(0)
+    model = build_model(name, size, options.frames, options.image_size).to(device).train()
+    set_backbone_trainable(model, trainable_backbone)
+    if checkpointing:
+        enable_activation_checkpointing(model)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    pixel_values = random_video(options.train_batch_size, options.frames, options.image_size, device)
+    labels = torch.randint(0, NUM_CLASSES.get(name, 400), (options.train_batch_size,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.train_dtype == "bf16")
+
+    def backward():
+        with autocast:
+            loss = model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+
+    def step():
+        backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # A first step creates the optimizer state; it also shows which parameters get gradients.
+    backward()
+    gradient_numel = sum(parameter.numel() for parameter in model.parameters() if parameter.grad is not None)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    optimizer_state = [
+        value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)
+    ]
+    times, cpu_times = time_calls(step, device, warmup=0, repeats=options.train_repeats)
+    row = {
+        "backbone": "fine-tuned" if trainable_backbone else "frozen",
+        "checkpointing": checkpointing,
+        "batch_size": options.train_batch_size,
+        "dtype": options.train_dtype,
+        "step_s": statistics.median(times),
+        "times_s": times,
+        "cpu_s": statistics.median(cpu_times),
+        "gradients_m": gradient_numel / 1e6,
+        "trainable_m": sum(parameter.numel() for parameter in trainable) / 1e6,
+        "optimizer_state_mb": tensor_bytes(optimizer_state) / 2**20,
+        "peak_mb": None,
+    }
+    if options.memory:
+        peak = peak_memory_bytes(step, device, model_bytes(model) + tensor_bytes(optimizer_state))
+        row["peak_mb"] = None if peak is None else peak / 2**20
+    return row
+
+
+def machine_description(device: torch.device) -> dict:
+    if device.type == "cuda":
+        processor = torch.cuda.get_device_name(device)
+    else:
+        processor = platform.processor() or platform.machine()
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+            processor = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line)
+        except (OSError, subprocess.CalledProcessError, StopIteration):
+            pass
+    return {
+        "device": device.type,
+        "processor": processor,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] = print) -> dict:
+    """Run every measurement `options` asks for; returns the results as a JSON-ready dict."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(options.device)
+    started = time.time()
+    results = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": options.command,
+        "options": asdict(options),
+        "machine": machine_description(device),
+        "matmul_gflops": {},
+        "cost": [],
+        "inference": [],
+        "training": [],
+        "profile": [],
+    }
+    for dtype_name in options.dtypes:
+        rate = matmul_rate(DTYPES[dtype_name], device, options.matmul_size)
+        results["matmul_gflops"][dtype_name] = rate
+        log(f"dense {options.matmul_size}^3 matmul, {dtype_name}: {rate:.1f} GFLOP/s")
+
+    sizes = list(dict.fromkeys([*options.sizes, *options.count_sizes]))
+    for size_name in sizes:
+        for name in options.models:
+            if not model_exists_at(name, size_name):
+                continue
+            cost = count_cost(name, SIZES[size_name], options.frames, options.image_size)
+            results["cost"].append({"model": name, "size": size_name, **cost})
+            log(f"{name} {size_name}: {cost['gmacs']:.1f} GMACs/view, {cost['params_m']:.1f} M parameters")
+            if size_name not in options.sizes:
+                continue
+
+            torch.manual_seed(0)
+            model = build_model(name, SIZES[size_name], options.frames, options.image_size)
+            for row in measure_inference(model, options, cost, results["matmul_gflops"]):
+                results["inference"].append({"model": name, "size": size_name, **row})
+                log(f"  inference {row['dtype']} batch {row['batch_size']}: {row['latency_ms']:.0f} ms")
+            if options.profile and name in ("ila", "clip"):
+                pixel_values = random_video(1, options.frames, options.image_size, device)
+                infer(model, pixel_values)  # a warm-up in fp32
+                categories = profile_categories(functools.partial(infer, model, pixel_values), device)
+                results["profile"].append({"model": name, "size": size_name, "self_ms": categories})
+            del model
+
+            if options.train:
+                for trainable_backbone, checkpointing in training_modes(name):
+                    row = measure_training(name, SIZES[size_name], options, trainable_backbone, checkpointing)
+                    results["training"].append({"model": name, "size": size_name, **row})
+                    log(f"  training, backbone {row['backbone']}, checkpointing {checkpointing}: {row['step_s']:.1f} s")
+    results["targets"] = evaluate_targets(results)
+    results["wall_time_s"] = time.time() - started
+    results["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return results
+
+
+def evaluate_targets(results: dict) -> dict:
+    """The issue's targets: ILA's multiply-add rate vs CLIP's, fusion savings, frozen vs full training memory."""
+    inference = {(row["model"], row["size"], row["dtype"], row["batch_size"]): row for row in results["inference"]}
+    cost = {(row["model"], row["size"]): row for row in results["cost"]}
+    efficiency = []
+    for (model, size, dtype, batch_size), row in inference.items():
+        clip = inference.get(("clip", size, dtype, batch_size))
+        if model in ("ila", "ila-fused") and clip is not None:
+            time_ratio = row["latency_ms"] / clip["latency_ms"]
+            cpu_time_ratio = row["cpu_s"] / clip["cpu_s"]
+            mac_ratio = cost[(model, size)]["gmacs"] / cost[("clip", size)]["gmacs"]
+            efficiency.append(
+                {
+                    "model": model,
+                    "size": size,
+                    "dtype": dtype,
+                    "batch_size": batch_size,
+                    "time_ratio": time_ratio,
+                    "cpu_time_ratio": cpu_time_ratio,
+                    "mac_ratio": mac_ratio,
+                    "rate_vs_clip": mac_ratio / time_ratio,
+                    "cpu_rate_vs_clip": mac_ratio / cpu_time_ratio,
+                    "met": mac_ratio / time_ratio >= 0.9,
+                }
+            )
+    fusion = []
+    for (model, size), row in cost.items():
+        if model == "ila-fused" and ("ila", size) in cost:
+            fusion.append({"size": size, "gmacs": cost[("ila", size)]["gmacs"], "fused_gmacs": row["gmacs"]})
+    training = {(row["model"], row["size"], row["backbone"], row["checkpointing"]): row for row in results["training"]}
+    frozen_memory = []
+    for (model, size, backbone, checkpointing), row in training.items():
+        full = training.get((model, size, "fine-tuned", checkpointing))
+        if backbone == "frozen" and full is not None and row["peak_mb"] and full["peak_mb"]:
+            ratio = row["peak_mb"] / full["peak_mb"]
+            frozen_memory.append(
+                {
+                    "model": model,
+                    "size": size,
+                    "checkpointing": checkpointing,
+                    "frozen_mb": row["peak_mb"],
+                    "full_mb": full["peak_mb"],
+                    "ratio": ratio,
+                    "met": ratio <= 0.6,
+                    "frozen_gradients_only_trainable": row["gradients_m"] == row["trainable_m"],
+                }
+            )
+    return {"ila_rate_vs_clip": efficiency, "fusion": fusion, "frozen_vs_full_memory": frozen_memory}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(value):
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_markdown(results: dict) -> str:
+    options, machine = results["options"], results["machine"]
+    view = f"{options['frames']}x{options['image_size']}"
+    rates = ", ".join(f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in results["matmul_gflops"].items())
+    header = (
+        f"Date: {results['date']}. Machine: {machine['processor']} ({machine['device']}, {machine['cpu_count']} CPUs, "
+        f"{machine['torch_threads']} torch threads), torch {machine['torch']}, transformers {machine['transformers']}. "
+        f"Load average at start {machine['load_average']}, at end {machine.get('load_average_end')}."
+    )
+    parts = [
+        header,
+        f"Command: `{results['command']}`",
+        f"Dense {options['matmul_size']}x{options['matmul_size']} matmul: {rates}.",
+        f"### Cost per view ({view}), random weights at real sizes\n\n"
+        "GMACs: multiply-adds of matmuls and convolutions (FlopCounterMode / 2) for the whole model; attention: the "
+        "part in batched matmuls (attention scores and weighted values); head: the classification head's share.\n\n"
+        + _table(
+            ["model", "size", "GMACs", "attention", "head", "GMACs w/o attention", "params (M)", "trainable (M)"],
+            [
+                [
+                    MODELS[row["model"]],
+                    row["size"],
+                    row["gmacs"],
+                    row["attention_gmacs"],
+                    row["head_gmacs"],
+                    row["gmacs"] - row["attention_gmacs"],
+                    row["params_m"],
+                    row["trainable_m"],
+                ]
+                for row in results["cost"]
+            ],
+        ),
+    ]
+    if results["inference"]:
+        parts.append(
+            "### Inference\n\nLatency: median over the repeats; CPU: the process's CPU time per call (all threads). "
+            "Peak memory: weights plus the peak of tensors allocated during the call. Of matmul rate: achieved "
+            "multiply-adds/s over the dense matmul rate.\n\n"
+            + _table(
+                [
+                    "model",
+                    "size",
+                    "dtype",
+                    "batch",
+                    "latency (ms)",
+                    "CPU (s)",
+                    "clips/s",
+                    "GMAC/s",
+                    "of matmul rate",
+                    "peak (MiB)",
+                ],
+                [
+                    [
+                        MODELS[row["model"]],
+                        row["size"],
+                        row["dtype"],
+                        row["batch_size"],
+                        row["latency_ms"],
+                        row["cpu_s"],
+                        row["clips_per_s"],
+                        row["gmacs_per_s"],
+                        row["matmul_fraction"],
+                        row["peak_mb"],
+                    ]
+                    for row in results["inference"]
+                ],
+            )
+        )
+    if results["training"]:
+        parts.append(
+            "### One training step (forward, loss, backward, AdamW)\n\nPeak memory: weights, optimizer state and "
+            "the peak of tensors allocated during the step (activations, gradients).\n\n"
+            + _table(
+                [
+                    "model",
+                    "size",
+                    "backbone",
+                    "act. checkpointing",
+                    "batch",
+                    "step (s)",
+                    "CPU (s)",
+                    "peak (MiB)",
+                    "params with gradients (M)",
+                    "optimizer state (MiB)",
+                ],
+                [
+                    [
+                        MODELS[row["model"]],
+                        row["size"],
+                        row["backbone"],
+                        row["checkpointing"],
+                        row["batch_size"],
+                        row["step_s"],
+                        row["cpu_s"],
+                        row["peak_mb"],
+                        row["gradients_m"],
+                        row["optimizer_state_mb"],
+                    ]
+                    for row in results["training"]
+                ],
+            )
+        )
+    for profile in results["profile"]:
+        total = sum(profile["self_ms"].values())
+        parts.append(
+            f"### Where the time goes: {MODELS[profile['model']]}, {profile['size']}, batch 1 (torch profiler, "
+            "self time)\n\n"
+            + _table(
+                ["operators", "ms", "share"],
+                [[category, ms, f"{100 * ms / total:.1f}%"] for category, ms in profile["self_ms"].items()],
+            )
+        )
+    targets = results["targets"]
+    target_lines = [
+        f"- ILA's multiply-add rate vs CLIP's, {row['model']} {row['size']} {row['dtype']} batch {row['batch_size']}: "
+        f"time ratio {row['time_ratio']:.3f}, MAC ratio {row['mac_ratio']:.3f} -> {row['rate_vs_clip']:.3f} "
+        f"(target >= 0.9: {'met' if row['met'] else 'not met'}); by CPU time {row['cpu_rate_vs_clip']:.3f}"
+        for row in targets["ila_rate_vs_clip"]
+    ]
+    target_lines += [
+        f"- fuse_for_inference, {row['size']}: {row['gmacs']:.1f} -> {row['fused_gmacs']:.1f} GMACs per view"
+        for row in targets["fusion"]
+    ]
+    target_lines += [
+        f"- frozen vs full fine-tuning peak memory, {row['model']} {row['size']}, checkpointing "
+        f"{'on' if row['checkpointing'] else 'off'}: {row['frozen_mb']:.0f} / {row['full_mb']:.0f} MiB = "
+        f"{row['ratio']:.2f} (target <= 0.6: {'met' if row['met'] else 'not met'}); gradients only for trainable "
+        f"parameters: {'yes' if row['frozen_gradients_only_trainable'] else 'no'}"
+        for row in targets["frozen_vs_full_memory"]
+    ]
+    if target_lines:
+        parts.append("### Targets\n\n" + "\n".join(target_lines))
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = BenchmarkOptions()
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=defaults.models)
+    parser.add_argument(
+        "--sizes", nargs="*", choices=list(SIZES), default=defaults.sizes, help="sizes to time (and count)"
+    )
+    parser.add_argument(
+        "--count-sizes",
+        nargs="*",
+        choices=list(SIZES),
+        default=defaults.count_sizes,
+        help="sizes to count only (multiply-adds, parameters)",
+    )
+    parser.add_argument("--frames", type=int, default=defaults.frames)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=defaults.batch_sizes)
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=defaults.dtypes)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls before timing")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed inference calls")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training-step measurements")
+    parser.add_argument("--train-batch-size", type=int, default=defaults.train_batch_size)
+    parser.add_argument("--train-repeats", type=int, default=defaults.train_repeats, help="timed training steps")
+    parser.add_argument(
+        "--train-dtype", choices=list(DTYPES), default=defaults.train_dtype, help="bf16: autocast mixed precision"
+    )
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak-memory measurements")
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the operator profile")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--compile", action="store_true", help="time torch.compile'd models")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--matmul-size", type=int, default=defaults.matmul_size)
+    parser.add_argument("--json", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--markdown", default=None, help="write the markdown report to this path")
+
+
+def options_from_args(args: argparse.Namespace, command: str = "") -> BenchmarkOptions:
+    names = {name for name in BenchmarkOptions.__dataclass_fields__ if name != "command"}
+    return BenchmarkOptions(**{name: getattr(args, name) for name in names}, command=command)
+
+
+def benchmark_command(args: argparse.Namespace, command: str = "") -> int:
+    """Run the benchmark from parsed arguments; print the markdown report, write JSON / markdown where asked."""
+    results = run_benchmark(options_from_args(args, command))
+    report = format_markdown(results)
+    print(report)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write(report)
+    return 0
+
+
+__all__ = ["MODELS", "SIZES", "BenchmarkOptions", "build_model", "count_cost", "format_markdown", "run_benchmark"]

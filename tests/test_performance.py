@@ -1,0 +1,184 @@
+"""Performance work: the benchmark suite, fuse_for_inference, torch.compile, and the released architectures' cost."""
+
+import json
+
+import pytest
+import torch
+
+from ila_hf import ILAForVideoClassification, ILAVideoConfig
+from ila_hf.benchmark import SIZES, count_cost
+from ila_hf.cli import main as cli_main
+from ila_hf.modeling_ila import ILAEncoderLayer
+
+
+def tiny_config(**overrides) -> ILAVideoConfig:
+    settings = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "patch_size": 16,
+        "image_size": 64,
+        "projection_dim": 64,
+        "num_frames": 4,
+        "interaction_channels": 16,
+        "num_labels": 5,
+    }
+    return ILAVideoConfig(**{**settings, **overrides})
+
+
+def trained_looking(model: ILAForVideoClassification) -> ILAForVideoClassification:
+    """Give the zero-initialised parts (skip Linears, point head) and BatchNorm statistics non-trivial values."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "tokens_proj" in name or "pair_fc2" in name or "norm.weight" in name or "norm.bias" in name:
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+            elif name.startswith("head.classifier"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.2 * torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+            elif name.endswith("class_embeddings"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator))
+    return model
+
+
+# --- fuse_for_inference -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interaction_variant", ["depthwise", "conv"])
+@pytest.mark.parametrize("head", ["linear", "text"])
+def test_fused_model_gives_the_same_outputs(interaction_variant, head):
+    torch.manual_seed(0)
+    model = trained_looking(ILAForVideoClassification(tiny_config(interaction_variant=interaction_variant, head=head)))
+    pixel_values = torch.randn(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        reference = model.eval()(pixel_values)
+        fused = model.fuse_for_inference()(pixel_values)
+    assert reference.logits.abs().max() > 0.1
+    torch.testing.assert_close(fused.logits, reference.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused.interactive_points, reference.interactive_points, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused.alignment_loss, reference.alignment_loss, atol=1e-5, rtol=0)
+
+
+def test_fusing_a_model_in_training_mode_raises():
+    model = ILAForVideoClassification(tiny_config()).train()
+    with pytest.raises(RuntimeError, match="eval"):
+        model.fuse_for_inference()
+
+
+def test_a_fused_model_refuses_to_train():
+    model = ILAForVideoClassification(tiny_config()).eval().fuse_for_inference()
+    assert model.is_fused
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        model.train()
+
+
+# --- multiply-adds of the released architectures (counted on the meta device: no compute) -----------------------
+
+
+def encoder_and_mit_gmacs(name: str, size: str) -> float:
+    """The published convention: video encoder + MIT, without the attention products or the classification head."""
+    cost = count_cost(name, SIZES[size], frames=8, image_size=224)
+    return cost["gmacs"] - cost["attention_gmacs"] - cost["head_gmacs"]
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "released_gmacs"),
+    [("ila", "B/16", 193.5), ("ila-ssv2", "B/16", 244.5), ("ila", "B/32", 49.7), ("clip", "B/16", 134.8)],
+)
+def test_multiply_adds_match_the_released_architecture(name, size, released_gmacs):
+    assert encoder_and_mit_gmacs(name, size) == pytest.approx(released_gmacs, rel=0.02)
+
+
+def test_fusion_saves_the_interaction_projection():
+    saved = encoder_and_mit_gmacs("ila", "B/16") - encoder_and_mit_gmacs("ila-fused", "B/16")
+    # Per layer and position: 3*128*128 + 128*768 + 768*768 multiply-adds become 3*128*768.
+    expected = 12 * 8 * 196 * (3 * 128 * 128 + 128 * 768 + 768 * 768 - 3 * 128 * 768) / 1e9
+    assert saved == pytest.approx(expected, rel=0.01)
+
+
+# --- torch.compile ----------------------------------------------------------------------------------------------
+
+
+def test_model_compiles_without_graph_breaks():
+    model = ILAForVideoClassification(tiny_config(num_hidden_layers=1, num_frames=3)).eval()
+    pixel_values = torch.randn(1, 3, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: any graph break raises
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits)
+
+
+def test_encoder_layer_compiles_with_inductor_in_training_mode():
+    torch.manual_seed(0)
+    config = tiny_config(num_frames=3)
+    config._attn_implementation = "sdpa"  # what a model sets; a bare layer's config would leave it unset
+    layer = ILAEncoderLayer(config).train()
+    hidden_states = torch.randn(3, 17, 32, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True)
+    outputs, _, alignment_loss, _ = compiled(hidden_states)
+    (outputs.sum() + alignment_loss).backward()
+    assert hidden_states.grad is not None and layer.message_fc.weight.grad is not None
+
+
+# --- the benchmark suite ----------------------------------------------------------------------------------------
+
+
+def test_peers_build_and_count_at_tiny_size():
+    for name in ("xclip", "timesformer", "videomae"):
+        cost = count_cost(name, SIZES["tiny"], frames=4, image_size=64)
+        assert cost["gmacs"] > cost["attention_gmacs"] > 0
+        assert cost["trainable_m"] == cost["params_m"]
+
+
+def test_benchmark_command_writes_json_and_markdown(tmp_path, capsys):
+    json_path, markdown_path = tmp_path / "results.json", tmp_path / "results.md"
+    arguments = [
+        "benchmark",
+        "--models",
+        "ila",
+        "ila-fused",
+        "clip",
+        "--sizes",
+        "tiny",
+        "--count-sizes",
+        "--frames",
+        "4",
+        "--image-size",
+        "64",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--matmul-size",
+        "128",
+        "--json",
+        str(json_path),
+        "--markdown",
+        str(markdown_path),
+    ]
+    assert cli_main(arguments) == 0
+
+    results = json.loads(json_path.read_text())
+    assert {row["model"] for row in results["inference"]} == {"ila", "ila-fused", "clip"}
+    assert all(row["latency_ms"] > 0 and row["peak_mb"] > 0 for row in results["inference"])
+    ila_training = [row for row in results["training"] if row["model"] == "ila"]
+    assert {(row["backbone"], row["checkpointing"]) for row in ila_training} == {
+        ("frozen", False),
+        ("frozen", True),
+        ("fine-tuned", False),
+        ("fine-tuned", True),
+    }
+    for row in ila_training:
+        # Gradients and optimizer state (two fp32 moments) for the trainable parameters only.
+        assert row["gradients_m"] == pytest.approx(row["trainable_m"])
+        assert row["optimizer_state_mb"] == pytest.approx(2 * 4 * row["trainable_m"] * 1e6 / 2**20, rel=0.01)
+    frozen = ila_training[0]
+    assert frozen["trainable_m"] < results["cost"][0]["params_m"]
+    assert results["targets"]["ila_rate_vs_clip"] and results["targets"]["frozen_vs_full_memory"]
+    markdown = markdown_path.read_text()
+    assert "### Inference" in markdown and "### Targets" in markdown
+    assert markdown in capsys.readouterr().out
