@@ -108,6 +108,7 @@ class BenchmarkOptions:
     profile: bool = True
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     compile: bool = False
+    max_call_seconds: float | None = None  # skip inference timings predicted to take longer per call
     threads: int | None = None
     matmul_size: int = 2048
     command: str = ""  # the command line, for the record
@@ -416,14 +417,23 @@ def infer(model: nn.Module, pixel_values: torch.Tensor) -> None:
         model(pixel_values=pixel_values)
 
 
-def measure_inference(model: nn.Module, options: BenchmarkOptions, cost: dict, rates: dict) -> list[dict]:
-    """Latency, throughput, peak memory and achieved multiply-add rate per dtype and batch size."""
+def measure_inference(
+    model: nn.Module, options: BenchmarkOptions, cost: dict, rates: dict
+) -> tuple[list[dict], list[dict]]:
+    """
+    Latency, throughput, peak memory and achieved multiply-add rate per dtype and batch size; and the (dtype, batch)
+    pairs skipped because their predicted time per call (multiply-adds at the dense matmul rate) is over the limit.
+    """
     device = torch.device(options.device)
-    rows = []
+    rows, skipped = [], []
     for dtype_name in options.dtypes:
         model.to(device=device, dtype=DTYPES[dtype_name])
         runnable = torch.compile(model) if options.compile else model
         for batch_size in options.batch_sizes:
+            predicted_s = cost["gmacs"] * batch_size / (rates[dtype_name] / 2)
+            if options.max_call_seconds and predicted_s > options.max_call_seconds:
+                skipped.append({"dtype": dtype_name, "batch_size": batch_size, "predicted_s": predicted_s})
+                continue
             pixel_values = random_video(batch_size, options.frames, options.image_size, device, DTYPES[dtype_name])
             forward = functools.partial(infer, runnable, pixel_values)
             times, cpu_times = time_calls(forward, device, options.warmup, options.repeats)
@@ -446,7 +456,7 @@ def measure_inference(model: nn.Module, options: BenchmarkOptions, cost: dict, r
                 row["peak_mb"] = None if peak is None else peak / 2**20
             rows.append(row)
     model.to(dtype=torch.float32)  # back to fp32 for the profile
-    return rows
+    return rows, skipped
 
 
 def measure_training(
@@ -538,6 +548,7 @@ def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] = print)
         "matmul_gflops": {},
         "cost": [],
         "inference": [],
+        "skipped": [],
         "training": [],
         "profile": [],
     }
@@ -559,9 +570,11 @@ def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] = print)
 
             torch.manual_seed(0)
             model = build_model(name, SIZES[size_name], options.frames, options.image_size)
-            for row in measure_inference(model, options, cost, results["matmul_gflops"]):
+            rows, skipped = measure_inference(model, options, cost, results["matmul_gflops"])
+            for row in rows:
                 results["inference"].append({"model": name, "size": size_name, **row})
                 log(f"  inference {row['dtype']} batch {row['batch_size']}: {row['latency_ms']:.0f} ms")
+            results["skipped"] += [{"model": name, "size": size_name, **row} for row in skipped]
             if options.profile and name in ("ila", "clip"):
                 pixel_values = random_video(1, options.frames, options.image_size, device)
                 infer(model, pixel_values)  # a warm-up in fp32
@@ -718,6 +731,15 @@ def format_markdown(results: dict) -> str:
                 ],
             )
         )
+    if results["skipped"]:
+        parts.append(
+            "Not timed (predicted time per call over --max-call-seconds): "
+            + "; ".join(
+                f"{row['model']} {row['size']} {row['dtype']} batch {row['batch_size']} (~{row['predicted_s']:.0f} s)"
+                for row in results["skipped"]
+            )
+            + "."
+        )
     if results["training"]:
         parts.append(
             "### One training step (forward, loss, backward, AdamW)\n\nPeak memory: weights, optimizer state and "
@@ -819,6 +841,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the operator profile")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models")
+    parser.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=None,
+        help="skip inference timings whose predicted time per call (multiply-adds at the matmul rate) exceeds this",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--matmul-size", type=int, default=defaults.matmul_size)
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
