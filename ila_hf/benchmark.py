@@ -400,6 +400,8 @@ def profile_categories(function: Callable[[], object], device: torch.device) -> 
         _synchronize(device)
     milliseconds: dict[str, float] = {}
     for event in profiler.key_averages():
+        if not event.key.startswith("aten::"):
+            continue  # on a GPU the kernels are listed too; their time is already their aten operator's
         self_time = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
         category = next(
             (category for category, keys in OPERATOR_CATEGORIES if any(key in event.key for key in keys)), "other"
@@ -601,7 +603,8 @@ def evaluate_targets(results: dict) -> dict:
     for (model, size, dtype, batch_size), row in inference.items():
         clip = inference.get(("clip", size, dtype, batch_size))
         if model in ("ila", "ila-fused") and clip is not None:
-            time_ratio = row["latency_ms"] / clip["latency_ms"]
+            # Best of the repeats: the least disturbed by other work on a shared machine.
+            time_ratio = row["latency_min_ms"] / clip["latency_min_ms"]
             cpu_time_ratio = row["cpu_s"] / clip["cpu_s"]
             mac_ratio = cost[(model, size)]["gmacs"] / cost[("clip", size)]["gmacs"]
             efficiency.append(
@@ -698,7 +701,7 @@ def format_markdown(results: dict) -> str:
     ]
     if results["inference"]:
         parts.append(
-            "### Inference\n\nLatency: median over the repeats; CPU: the process's CPU time per call (all threads). "
+            "### Inference\n\nLatency: median over the repeats, and the best; CPU: the process's CPU time per call. "
             "Peak memory: weights plus the peak of tensors allocated during the call. Of matmul rate: achieved "
             "multiply-adds/s over the dense matmul rate.\n\n"
             + _table(
@@ -708,6 +711,7 @@ def format_markdown(results: dict) -> str:
                     "dtype",
                     "batch",
                     "latency (ms)",
+                    "best (ms)",
                     "CPU (s)",
                     "clips/s",
                     "GMAC/s",
@@ -721,6 +725,7 @@ def format_markdown(results: dict) -> str:
                         row["dtype"],
                         row["batch_size"],
                         row["latency_ms"],
+                        row["latency_min_ms"],
                         row["cpu_s"],
                         row["clips_per_s"],
                         row["gmacs_per_s"],
@@ -787,7 +792,7 @@ def format_markdown(results: dict) -> str:
     targets = results["targets"]
     target_lines = [
         f"- ILA's multiply-add rate vs CLIP's, {row['model']} {row['size']} {row['dtype']} batch {row['batch_size']}: "
-        f"time ratio {row['time_ratio']:.3f}, MAC ratio {row['mac_ratio']:.3f} -> {row['rate_vs_clip']:.3f} "
+        f"best-time ratio {row['time_ratio']:.3f}, MAC ratio {row['mac_ratio']:.3f} -> {row['rate_vs_clip']:.3f} "
         f"(target >= 0.9: {'met' if row['met'] else 'not met'}); by CPU time {row['cpu_rate_vs_clip']:.3f}"
         for row in targets["ila_rate_vs_clip"]
     ]
