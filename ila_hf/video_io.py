@@ -20,8 +20,9 @@ import contextlib
 import math
 import os
 import tempfile
+import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlparse
@@ -34,6 +35,13 @@ from transformers.video_utils import VideoMetadata
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds allowed for opening a video and for each read (PyAV's interrupt timeout)."""
+
+DEFAULT_TOTAL_TIMEOUT = 300.0
+"""Seconds allowed for a whole call (download, opening, decoding). Reads each have `DEFAULT_TIMEOUT`, but a damaged
+file can make the demuxer return packets without end; a clip of a normal video takes well under a second."""
+
+MAX_FRAME_PIXELS = 8192 * 8192
+"""Largest frame (width x height) decoded: a few kilobytes of compressed data can declare a frame of gigabytes."""
 
 # Without a usable keyframe index (Matroska/WebM before their cues are loaded) a seek is blind:
 # it only pays off when the gap is longer than a typical GOP (x264's default is 250 frames,
@@ -49,6 +57,19 @@ class VideoDecodeError(Exception):
 
 def _error(source: str, reason: str) -> VideoDecodeError:
     return VideoDecodeError(f"{source}: {reason}")
+
+
+class _Deadline:
+    """The end of one call's time budget (`total_timeout` seconds from its start; None: no limit)."""
+
+    def __init__(self, source: str, seconds: float | None):
+        self.source = source
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self, activity: str) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise _error(self.source, f"gave up after {self.seconds} s (total_timeout) while {activity}")
 
 
 @dataclass
@@ -74,7 +95,7 @@ class VideoFileMetadata(VideoMetadata):
 
 
 @contextlib.contextmanager
-def _local_video_file(source: str | os.PathLike, timeout: float) -> Iterator[str]:
+def _local_video_file(source: str | os.PathLike, timeout: float, deadline: _Deadline) -> Iterator[str]:
     """Yield a local path for ``source``; http(s) URLs are downloaded to a temporary file."""
     source = os.fspath(source)
     if urlparse(source).scheme not in ("http", "https"):
@@ -88,6 +109,7 @@ def _local_video_file(source: str | os.PathLike, timeout: float) -> Iterator[str
                 response.raise_for_status()
                 with open(path, "wb") as file:
                     for chunk in response.iter_bytes(_DOWNLOAD_CHUNK_BYTES):
+                        deadline.check("downloading")
                         file.write(chunk)
         except httpx.HTTPError as exc:
             raise _error(source, f"download failed ({exc})") from exc
@@ -104,7 +126,8 @@ def _open_video(source: str, path: str, timeout: float) -> Iterator["av.containe
     if os.path.getsize(path) == 0:
         raise _error(source, "empty file (0 bytes)")
     try:
-        container = av.open(path, timeout=timeout)
+        # Tags are free text; a damaged or non-UTF-8 one must not make the frames unreadable.
+        container = av.open(path, timeout=timeout, metadata_errors="replace")
     except av.error.ExitError as exc:
         raise _error(source, f"timed out after {timeout} s while opening") from exc
     except (av.error.FFmpegError, OSError) as exc:
@@ -129,6 +152,10 @@ class _DecodedFrame(NamedTuple):
     time: float  # presentation time in seconds
 
 
+def _no_frames() -> Generator[_DecodedFrame]:
+    yield from ()
+
+
 class _FrameReader:
     """
     Serves the frames on screen at increasing slots of one video stream, seeking when that saves
@@ -141,11 +168,12 @@ class _FrameReader:
     frames and never seek.
     """
 
-    def __init__(self, source: str, container, stream, timeout: float, allow_seek: bool):
+    def __init__(self, source: str, container, stream, timeout: float, deadline: _Deadline, allow_seek: bool):
         self.source = source
         self.container = container
         self.stream = stream
         self.timeout = timeout
+        self.deadline = deadline
         self.allow_seek = allow_seek
         self.num_decoded = 0
         self.skipped: set[int | None] = set()
@@ -154,13 +182,27 @@ class _FrameReader:
             raise _error(source, "the video stream has no frame rate")
         self.fps = float(rate)
         stream.codec_context.thread_type = "AUTO"
+        self._frames: Generator[_DecodedFrame] = _no_frames()
         self._restart_decoding()
-        self.current = self._take_next()
+        try:
+            self.current = self._take_next()
+        except BaseException:
+            self.close()
+            raise
         if self.current is None:
+            self.close()
             raise _error(source, "no decodable video frames")
         if self.current.frame.pts is None:
             self.allow_seek = False
         self.start_time = self.current.time
+
+    def close(self) -> None:
+        """Drop the decoder state now: the generator refers back to this reader, and until the garbage collector
+        breaks that cycle the codec context (with its decoding threads and frame buffers) stays alive."""
+        self._frames.close()
+        self._frames = _no_frames()
+        self._lookahead.clear()
+        self.current = None
 
     @property
     def ended(self) -> bool:
@@ -172,6 +214,7 @@ class _FrameReader:
 
     def _restart_decoding(self) -> None:
         """Decode from the container's current position (after opening or seeking)."""
+        self._frames.close()  # a suspended generator would keep this reader (and the codec) alive
         self._frames = self._decode_forward()
         self._lookahead: list[_DecodedFrame | None] = []
 
@@ -179,6 +222,7 @@ class _FrameReader:
         previous_time, time_base = None, self.stream.time_base
         try:
             for packet in self.container.demux(self.stream):
+                self.deadline.check("decoding")
                 try:
                     frames = packet.decode()
                 except av.error.ExitError:
@@ -320,9 +364,12 @@ def _count_frames_by_decoding(reader: _FrameReader, metadata: VideoFileMetadata)
 
 
 @contextlib.contextmanager
-def _video_reader(source: str | os.PathLike, timeout: float, allow_seek: bool):
+def _video_reader(
+    source: str | os.PathLike, timeout: float, total_timeout: float | None, max_frame_pixels: int, allow_seek: bool
+):
     source_name = os.fspath(source)
-    with _local_video_file(source, timeout) as path, _open_video(source_name, path, timeout) as container:
+    deadline = _Deadline(source_name, total_timeout)
+    with _local_video_file(source, timeout, deadline) as path, _open_video(source_name, path, timeout) as container:
         if not container.streams.video:
             kinds = sorted({stream.type for stream in container.streams}) or ["none"]
             raise _error(source_name, f"no video stream (streams found: {', '.join(kinds)})")
@@ -333,25 +380,43 @@ def _video_reader(source: str | os.PathLike, timeout: float, allow_seek: bool):
                 "no decoder for the video codec (unknown to PyAV's FFmpeg build, or a damaged stream header)",
             )
         try:
-            reader = _FrameReader(source_name, container, stream, timeout, allow_seek)
+            reader = _FrameReader(source_name, container, stream, timeout, deadline, allow_seek)
         except av.error.FFmpegError as exc:
             raise _error(source_name, f"cannot decode the video stream ({exc})") from exc
-        yield reader, _metadata(container, stream, reader)
+        try:
+            width, height = reader.current.frame.width, reader.current.frame.height
+            if width * height > max_frame_pixels:
+                raise _error(
+                    source_name,
+                    f"frames of {width}x{height} pixels exceed the limit of {max_frame_pixels} pixels "
+                    "(max_frame_pixels); a damaged header, or raise the limit for such video",
+                )
+            yield reader, _metadata(container, stream, reader)
+        finally:
+            reader.close()
 
 
-def read_video_metadata(source: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> VideoFileMetadata:
+def read_video_metadata(
+    source: str | os.PathLike,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
+) -> VideoFileMetadata:
     """
     Frame count, fps, duration, upright size and rotation of a video file (or http(s) URL).
 
     The first frame is decoded (to learn the rotation and to make sure the stream decodes). A
     stream with neither a frame count nor a duration (a raw elementary stream) is decoded to the
-    end to count its frames.
+    end to count its frames. ``timeout``, ``total_timeout`` and ``max_frame_pixels`` are as in
+    `load_video`.
 
     Raises:
         `VideoDecodeError`: the file is missing, empty, not a video, has no video stream, uses a
-            codec PyAV cannot decode, yields no frame, or a read times out.
+            codec PyAV cannot decode, yields no frame, has frames over ``max_frame_pixels``, or a
+            read or the whole call times out.
     """
-    with _video_reader(source, timeout, allow_seek=False) as (reader, metadata):
+    with _video_reader(source, timeout, total_timeout, max_frame_pixels, allow_seek=False) as (reader, metadata):
         if metadata.total_num_frames is None:
             _count_frames_by_decoding(reader, metadata)
         return metadata
@@ -363,6 +428,8 @@ def load_video(
     *,
     seek: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> tuple[np.ndarray, VideoFileMetadata]:
     """
     Decode the requested frames of a video file (or http(s) URL) as upright RGB.
@@ -378,6 +445,10 @@ def load_video(
         seek (`bool`): seek to the keyframe before far-away frames (default). ``False`` decodes
             forward from the start up to the last wanted frame.
         timeout (`float`): seconds allowed for opening and for each read.
+        total_timeout (`float`, *optional*): seconds allowed for the whole call, download included
+            (checked between packets; None for no limit). Decoding every frame of a long video
+            (``frame_indices=None``) may need more than the default.
+        max_frame_pixels (`int`): larger frames (width x height) are refused rather than decoded.
 
     Returns:
         `tuple[np.ndarray, VideoFileMetadata]`: ``uint8`` frames of shape
@@ -392,7 +463,7 @@ def load_video(
         `ValueError`: indices that are not integers or fall outside ``[0, total_num_frames - 1]``.
     """
     source_name = os.fspath(source)
-    with _video_reader(source, timeout, allow_seek=seek) as (reader, metadata):
+    with _video_reader(source, timeout, total_timeout, max_frame_pixels, allow_seek=seek) as (reader, metadata):
         every_frame = None
         if frame_indices is None or metadata.total_num_frames is None:
             every_frame = _count_frames_by_decoding(reader, metadata)
