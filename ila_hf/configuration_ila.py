@@ -138,11 +138,26 @@ class ILAVideoConfig(CLIPVisionConfig):
             )
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
-        if self.interaction_channels % 4 != 0:
+        if self.interaction_channels < 4 or self.interaction_channels % 4 != 0:
             raise ValueError(
-                f"interaction_channels must be divisible by 4 (halves per frame, grouped point layers), "
+                f"interaction_channels must be a positive multiple of 4 (halves per frame, grouped point layers), "
                 f"got {self.interaction_channels}."
             )
+        for name in ("mit_layers", "prompt_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} counts layers, so it must be >= 0, got {getattr(self, name)}.")
+        for name in ("point_scale", "alignment_window", "alignment_slope"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):  # also refuses NaN, which compares false
+                raise ValueError(f"{name} shapes the alignment masks and must be a positive number, got {value}.")
+        for name in ("jitter_delta", "alignment_loss_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+        for name in ("drop_path_rate", "classifier_dropout"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} is a probability in [0, 1), got {value}.")
         if self.projection_dim % 64 != 0:
             raise ValueError(
                 f"The MIT and prompt generator use projection_dim / 64 attention heads, so projection_dim must be a "

@@ -6,6 +6,11 @@ and decodes the frames of each item when it is read (random frame per segment an
 training, the middle frame and the evaluation transform otherwise), and `VideoClassificationCollator` stacks the clips
 into `pixel_values` (B, T, 3, H, W) with `labels`, mixing training batches with Mixup/CutMix.
 
+Undecodable videos: with `skip_undecodable=True` the transforms mark an item whose video cannot be decoded (its
+`decode_error` says why; its `pixel_values` are zeros of a clip's shape) instead of raising, and the collator reports it
+in `skipped_videos` and leaves it out of training batches (evaluation batches keep it, flagged, so that every process
+runs the same forward passes); the training loop counts, logs and limits them.
+
 Randomness is a pure function of (seed, epoch, video path): the same run replays the same clips and mixes after a
 resume, on any number of processes or data-loader workers.
 """
@@ -17,13 +22,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
 from .sampling import segment_indices
-from .video_io import load_video
+from .video_io import VideoDecodeError, load_video
 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
@@ -183,14 +189,34 @@ class VideoClipTransform:
         num_frames: frames per clip, T.
         training: random sampling and a seeded generator (True) or deterministic evaluation clips (False).
         seed: the run's seed.
+        skip_undecodable: mark items whose video raises `VideoDecodeError` (the error in `decode_error`, the path
+            in `video`, zeros as `pixel_values`) for `VideoClassificationCollator`, instead of raising.
     """
 
-    def __init__(self, clip_transform: ClipTransform, num_frames: int, *, training: bool, seed: int = 0):
+    def __init__(
+        self,
+        clip_transform: ClipTransform,
+        num_frames: int,
+        *,
+        training: bool,
+        seed: int = 0,
+        skip_undecodable: bool = False,
+    ):
         self.clip_transform = clip_transform
         self.num_frames = num_frames
         self.training = training
         self.seed = seed
+        self.skip_undecodable = skip_undecodable
         self.epoch = 0
+        self._placeholder: torch.Tensor | None = None
+
+    def placeholder(self) -> torch.Tensor:
+        """Zeros of a clip's shape, standing in for an undecodable video (made once, from a black clip)."""
+        if self._placeholder is None:
+            black = np.zeros((self.num_frames, 16, 16, 3), dtype=np.uint8)
+            generator = torch.Generator().manual_seed(0) if self.training else None
+            self._placeholder = torch.zeros_like(self.clip_transform(black, generator))
+        return self._placeholder
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -209,10 +235,23 @@ class VideoClipTransform:
         return self.clip_transform(frames, generator), seed
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        clips, seeds = zip(*(self.clip(video) for video in batch["video"])) if batch["video"] else ((), ())
-        items = {"pixel_values": list(clips), "labels": list(batch["label"])}
+        clips, seeds, errors = [], [], []
+        for video in batch["video"]:
+            try:
+                clip, seed = self.clip(video)
+                error = None
+            except VideoDecodeError as decode_error:
+                if not self.skip_undecodable:
+                    raise
+                clip, seed, error = self.placeholder(), clip_seed(self.seed, self.epoch, video), str(decode_error)
+            clips.append(clip)
+            seeds.append(seed)
+            errors.append(error)
+        items = {"pixel_values": clips, "labels": list(batch["label"])}
         if self.training:  # marks training clips: the collator mixes only these
-            items["clip_seed"] = list(seeds)
+            items["clip_seed"] = seeds
+        if self.skip_undecodable:
+            items.update(video=list(batch["video"]), decode_error=errors)
         return items
 
 
@@ -221,15 +260,36 @@ class VideoProcessorTransform:
     `Dataset.with_transform` callable running a video processor (e.g. `ILAVideoProcessor`) on the batch's paths:
     `{"pixel_values": [(T, 3, H, W) or (V, T, 3, H, W) tensors], "labels": [ints]}`. With `num_clips` / `num_crops`
     processor kwargs this gives the multi-view evaluation protocol, exactly as the exported processor computes it.
+    With `skip_undecodable=True`, undecodable videos are marked as `VideoClipTransform` marks them.
     """
 
-    def __init__(self, video_processor, **processor_kwargs):
+    def __init__(self, video_processor, *, skip_undecodable: bool = False, **processor_kwargs):
         self.video_processor = video_processor
+        self.skip_undecodable = skip_undecodable
         self.processor_kwargs = processor_kwargs
 
+    def _process(self, videos: list[str]) -> list[torch.Tensor]:
+        return list(self.video_processor(videos, return_tensors="pt", **self.processor_kwargs)["pixel_values"])
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        pixel_values = self.video_processor(list(batch["video"]), return_tensors="pt", **self.processor_kwargs)
-        return {"pixel_values": list(pixel_values["pixel_values"]), "labels": list(batch["label"])}
+        videos = list(batch["video"])
+        try:
+            clips, errors = self._process(videos), [None] * len(videos)
+        except VideoDecodeError:
+            if not self.skip_undecodable:
+                raise
+            clips, errors = [], []
+            for video in videos:  # the whole batch failed: one video at a time finds the undecodable ones
+                try:
+                    clips.append(self._process([video])[0])
+                    errors.append(None)
+                except VideoDecodeError as decode_error:
+                    clips.append(torch.zeros_like(self._process([np.zeros((1, 16, 16, 3), dtype=np.uint8)])[0]))
+                    errors.append(str(decode_error))
+        items = {"pixel_values": clips, "labels": list(batch["label"])}
+        if self.skip_undecodable:
+            items.update(video=videos, decode_error=errors)
+        return items
 
 
 # ------------------------------------------------------------------------------------------------------ mixing
@@ -301,6 +361,12 @@ class VideoClassificationCollator:
     batch, seeded by the items' clip seeds, so a batch is mixed the same way whichever process or worker collates
     it; without, labels are smoothed soft targets (B, K) when `label_smoothing` > 0. Evaluation items are never
     mixed and keep class ids (B,), so one collator serves both (as the `Trainer` needs).
+
+    Items from transforms with `skip_undecodable=True` add `skipped_videos` ({path: reason} of the undecodable ones)
+    to the batch. Undecodable training items are left out: the batch holds the decodable ones (maybe none: then
+    `pixel_values` and `labels` are empty and the batch has nothing to train on). Evaluation batches keep every item,
+    undecodable ones with their zero placeholders, and add `decoded` (B,) bool: every process runs the same forward
+    passes and gathers the same number of rows, and metrics leave the undecodable ones out exactly.
     """
 
     def __init__(self, mixup: MixupCutmix | None = None, label_smoothing: float = 0.0, num_labels: int | None = None):
@@ -310,7 +376,23 @@ class VideoClassificationCollator:
         self.label_smoothing = label_smoothing
         self.num_labels = num_labels
 
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list[dict]) -> dict[str, Any]:
+        if not any("decode_error" in example for example in examples):
+            return self._stack(examples)
+        decoded = [example.get("decode_error") is None for example in examples]
+        if not all("clip_seed" in example for example in examples):  # evaluation
+            batch = self._stack(examples)
+            batch["decoded"] = torch.tensor(decoded)
+        elif any(decoded):
+            batch = self._stack([example for example, ok in zip(examples, decoded) if ok])
+        else:
+            batch = {"pixel_values": torch.empty(0), "labels": torch.empty(0, dtype=torch.long)}
+        batch["skipped_videos"] = {
+            example["video"]: example["decode_error"] for example, ok in zip(examples, decoded) if not ok
+        }
+        return batch
+
+    def _stack(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         pixel_values = torch.stack([example["pixel_values"] for example in examples])
         labels = torch.tensor([example["labels"] for example in examples], dtype=torch.long)
         if not all("clip_seed" in example for example in examples):

@@ -4,12 +4,13 @@
 processor, the Python files that `trust_remote_code` loads, and a model card filled with the run's data,
 hyper-parameters and metrics. `push_to_hub_in_background` then uploads that finished folder from a worker thread,
 retrying with exponential backoff; a failed upload is logged and reported in the returned status, never raised, so
-it cannot stop or lose a training run.
+it cannot stop or lose a training run, and a hanging one cannot keep the process alive (the thread is a daemon).
 """
 
 import concurrent.futures
 import logging
 import string
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -283,25 +284,36 @@ def push_to_hub_in_background(
     `upload_folder`, retried up to `max_attempts` times with delays `initial_backoff * 2 ** (attempt - 1)`.
 
     Returns at once with a `HubUpload`; its `result()` gives an `UploadStatus` whose `ok`, `attempts` and `error`
-    say what happened. Errors are logged, never raised.
+    say what happened. Errors are logged, never raised. The upload runs in a daemon thread: a process that is done
+    exits even while an upload hangs (wait with `result(timeout)` for as long as an upload may take).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Nothing to upload: {folder} is not a folder; export the model first.")
     status = UploadStatus(repo_id=repo_id, folder=str(folder))
     api = api or HfApi(token=token)
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ila-hub-upload")
-    future = executor.submit(
-        _upload_with_retries,
-        api,
-        status,
-        private=private,
-        commit_message=commit_message,
-        max_attempts=max_attempts,
-        initial_backoff=initial_backoff,
-        sleep=sleep or _sleep,
-    )
-    executor.shutdown(wait=False)  # the thread finishes the upload; the executor takes no more work
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def upload() -> None:
+        # Not a ThreadPoolExecutor: the interpreter joins its threads at exit, so a hanging upload would keep a
+        # finished training process alive for ever.
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(
+                _upload_with_retries(
+                    api,
+                    status,
+                    private=private,
+                    commit_message=commit_message,
+                    max_attempts=max_attempts,
+                    initial_backoff=initial_backoff,
+                    sleep=sleep or _sleep,
+                )
+            )
+        except Exception as error:  # _upload_with_retries reports errors itself; this is a last resort
+            future.set_exception(error)
+
+    threading.Thread(target=upload, name="ila-hub-upload", daemon=True).start()
     return HubUpload(future, status)
 
 

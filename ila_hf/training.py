@@ -8,12 +8,20 @@ and optionally push to the Hub.
 Runs on one CPU or GPU as a plain `python` program and on many with `accelerate launch` (see docs/distributed.md).
 A run that is stopped and resumed with `resume=True` ends with exactly the weights of an uninterrupted run: the
 data order, the clips, the mixes and every random number generator are restored from the checkpoint.
+
+Faults: checkpoints are written atomically (a run killed at any moment, even mid-save, resumes from a complete one);
+undecodable videos are skipped, counted and logged, up to `max_bad_video_fraction` of a split; an optimizer step whose
+loss is NaN or infinite is skipped (the same on every process) and `max_consecutive_nonfinite_steps` of them in a row
+stop the run.
 """
 
 import argparse
 import dataclasses
 import json
 import math
+import os
+import re
+import shutil
 import time
 import types
 import typing
@@ -24,7 +32,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -44,6 +52,14 @@ from .transforms import EvalClipTransform, TrainClipTransform
 logger = get_logger(__name__)
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss was NaN or infinite for `max_consecutive_nonfinite_steps` optimizer steps in a row."""
+
+
+class UndecodableDataError(RuntimeError):
+    """More than `max_bad_video_fraction` of a split's videos could not be decoded."""
 
 
 @dataclass
@@ -120,6 +136,10 @@ class TrainingConfig:
     hub_token: str | None = None
     hub_upload_timeout: float = 600.0  # seconds to wait for the background upload at the end
 
+    # Faults
+    max_bad_video_fraction: float = 0.1  # undecodable videos a split may have (skipped and logged) before a stop
+    max_consecutive_nonfinite_steps: int | None = 3  # NaN/inf-loss steps in a row (each skipped) before a stop
+
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, got {self.mixed_precision!r}.")
@@ -131,6 +151,17 @@ class TrainingConfig:
             )
         if not self.train_data:
             raise ValueError("`train_data` is required: a list file or a folder with one folder per class.")
+        if not 0.0 <= self.max_bad_video_fraction <= 1.0:
+            raise ValueError(f"max_bad_video_fraction must lie in [0, 1], got {self.max_bad_video_fraction}.")
+        if self.max_consecutive_nonfinite_steps is not None and self.max_consecutive_nonfinite_steps < 1:
+            raise ValueError(
+                "max_consecutive_nonfinite_steps must be >= 1 (or None to never stop), "
+                f"got {self.max_consecutive_nonfinite_steps}."
+            )
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(
+                f"checkpoints_total_limit must be >= 1 (or None to keep all), got {self.checkpoints_total_limit}."
+            )
 
 
 @dataclass
@@ -145,6 +176,9 @@ class TrainingResult:
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation metrics
     hub_upload: Any = None  # ila_hf.hub.UploadStatus when pushing
+    undecodable_videos: dict[str, str] = field(default_factory=dict)  # path -> reason, training and validation
+    nonfinite_loss_steps: list[int] = field(default_factory=list)  # optimizer steps skipped for a NaN/inf loss
+    steps_without_data: list[int] = field(default_factory=list)  # steps skipped: a last micro-batch had no video
 
 
 @dataclass
@@ -157,6 +191,12 @@ class TrainingProgress:
     best_top1: float = -1.0
     best_epoch: int = -1
     history: list = field(default_factory=list)
+    # Fault counts, agreed across processes (each process saw part of every step).
+    undecodable_videos: dict = field(default_factory=dict)  # path -> reason, every epoch and split
+    undecodable_in_epoch: dict = field(default_factory=dict)  # training videos of the current epoch
+    nonfinite_loss_steps: list = field(default_factory=list)
+    consecutive_nonfinite_steps: int = 0
+    steps_without_data: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -177,6 +217,8 @@ _ARGUMENT_HELP = {
     "push_to_hub": "repo id to upload the exported model to (in the background)",
     "log_with": "accelerate trackers, e.g. tensorboard wandb",
     "stop_after_steps": "end after this many optimizer steps in total, with a checkpoint; continue with --resume",
+    "max_bad_video_fraction": "undecodable videos (skipped and logged) a split may have before the run stops",
+    "max_consecutive_nonfinite_steps": "stop after this many optimizer steps in a row with a NaN/inf loss (skipped)",
 }
 
 
@@ -372,40 +414,138 @@ def build_clip_transforms(config: TrainingConfig, image_size: int):
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") -> dict[str, float]:
+def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") -> dict[str, Any]:
     """
     Top-1 / top-5 accuracy and mean cross-entropy over a prepared dataloader. `pixel_values` of shape
     (B, T, 3, H, W) are one view per video; (B, V, T, 3, H, W) are V views whose softmax probabilities are summed.
     Predictions are gathered with `gather_for_metrics`, so padding samples added to even out the last batch across
     processes are dropped and N processes give exactly the single-process numbers.
+
+    Batches from transforms with `skip_undecodable=True` mark undecodable videos (`decoded`, `skipped_videos`, see
+    `VideoClassificationCollator`): they are left out of the metrics, counted in `num_skipped` and listed (path ->
+    reason) in `skipped_videos` when there are any. `num_samples` counts the videos that count.
     """
     model.eval()
-    all_scores, all_labels, all_losses = [], [], []
+    all_scores, all_labels, all_losses, all_decoded = [], [], [], []
+    undecodable: dict[str, str] = {}  # this process's
     for batch in tqdm(dataloader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         pixel_values, labels = batch["pixel_values"], batch["labels"]
-        if pixel_values.ndim == 6:  # (B, V, T, C, H, W): several views per video
-            num_views = pixel_values.shape[1]
-            logits = model(pixel_values=pixel_values.flatten(0, 1)).logits.float()
-            probabilities = logits.softmax(-1).unflatten(0, (-1, num_views))  # (B, V, K)
-            scores = probabilities.sum(1)
-            losses = F.nll_loss((probabilities.mean(1)).clamp_min(1e-12).log(), labels, reduction="none")
-        else:
-            scores = model(pixel_values=pixel_values).logits.float()
-            losses = F.cross_entropy(scores, labels, reduction="none")
-        scores, labels, losses = accelerator.gather_for_metrics((scores, labels, losses))
+        decoded = batch.get("decoded")
+        if decoded is None:
+            decoded = torch.ones_like(labels, dtype=torch.bool)
+        undecodable.update(batch.get("skipped_videos", {}))
+        # Undecodable videos are scored too (zeros) and dropped after the gather: every process runs the same
+        # forward passes (collectives under DDP / FSDP) and gathers as many rows as it has items.
+        scores, losses = _scores_and_losses(model, pixel_values, labels)
+        scores, labels, losses, decoded = accelerator.gather_for_metrics((scores, labels, losses, decoded.long()))
         all_scores.append(scores.cpu())
         all_labels.append(labels.cpu())
         all_losses.append(losses.cpu())
-    scores, labels = torch.cat(all_scores), torch.cat(all_labels)
-    metrics = top_k_accuracy(scores, labels)
-    metrics["loss"] = torch.cat(all_losses).mean().item()
-    metrics["num_samples"] = int(labels.numel())
+        all_decoded.append(decoded.cpu().bool())
+    decoded = torch.cat(all_decoded)
+    scores, labels, losses = torch.cat(all_scores)[decoded], torch.cat(all_labels)[decoded], torch.cat(all_losses)
+    metrics: dict[str, Any] = top_k_accuracy(scores, labels)
+    metrics["loss"] = losses[decoded].mean().item()
+    metrics["num_samples"] = int(decoded.sum())
+    metrics["num_skipped"] = int((~decoded).sum())
+    if metrics["num_skipped"]:  # the same decision on every process: the counts were gathered
+        metrics["skipped_videos"] = dict(sorted(gather_object(list(undecodable.items()))))
     return metrics
 
 
+def _scores_and_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class scores (N, K) and per-video losses (N,); several views (N, V, T, C, H, W) sum their probabilities."""
+    if pixel_values.ndim == 6:  # (N, V, T, C, H, W): several views per video
+        num_views = pixel_values.shape[1]
+        logits = model(pixel_values=pixel_values.flatten(0, 1)).logits.float()
+        probabilities = logits.softmax(-1).unflatten(0, (-1, num_views))  # (N, V, K)
+        losses = F.nll_loss(probabilities.mean(1).clamp_min(1e-12).log(), labels, reduction="none")
+        return probabilities.sum(1), losses
+    logits = model(pixel_values=pixel_values).logits.float()
+    return logits, F.cross_entropy(logits, labels, reduction="none")
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoints
+_CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
+_UNFINISHED_SUFFIXES = (".incomplete", ".deleting")  # a checkpoint being written / being removed
+
+
+def _checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first. A folder with any other name (being written or removed) is not one."""
+    numbered = []
+    for path in checkpoints_dir.glob("checkpoint_*"):
+        match = _CHECKPOINT_NAME.fullmatch(path.name)
+        if match and path.is_dir():
+            numbered.append((int(match.group(1)), path))
+    return [path for _, path in sorted(numbered)]
+
+
 def _latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    folders = [path for path in checkpoints_dir.glob("checkpoint_*") if path.name.split("_")[-1].isdigit()]
-    return max(folders, key=lambda path: int(path.name.split("_")[-1])) if folders else None
+    checkpoints = _checkpoints(checkpoints_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, total_limit: int | None) -> Path:
+    """
+    `accelerator.save_state` as `checkpoints_dir/checkpoint_<i>`, atomically. The state goes into
+    `checkpoint_<i>.incomplete`, is flushed to disk and renamed; only then are checkpoints beyond `total_limit` removed
+    (renamed `.deleting` first). A run killed at any moment, mid-save included, thus leaves its latest complete
+    checkpoint under a `checkpoint_<i>` name and nothing partial under such a name. (accelerate's own naming writes in
+    place and prunes before writing.) Assumes the folder is shared by all processes, as `save_state` does.
+    """
+    final = checkpoints_dir / f"checkpoint_{accelerator.save_iteration}"
+    if final.exists():  # checked on every process, before any of them waits for the others
+        raise FileExistsError(
+            f"{final} already exists: {checkpoints_dir} holds checkpoints of another run. Continue that run with "
+            "resume=True (--resume), or use a new output_dir."
+        )
+    incomplete = final.with_name(final.name + _UNFINISHED_SUFFIXES[0])
+    if accelerator.is_main_process:
+        _remove_unfinished_checkpoints(checkpoints_dir)  # left by a run killed while saving or pruning
+        incomplete.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(incomplete))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _flush_to_disk(incomplete)
+        incomplete.rename(final)
+        _flush_to_disk(checkpoints_dir)
+        if total_limit is not None:
+            for old in _checkpoints(checkpoints_dir)[:-total_limit]:
+                doomed = old.with_name(old.name + _UNFINISHED_SUFFIXES[1])
+                old.rename(doomed)
+                shutil.rmtree(doomed)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _remove_unfinished_checkpoints(checkpoints_dir: Path) -> None:
+    for path in checkpoints_dir.glob("checkpoint_*"):
+        if path.name.endswith(_UNFINISHED_SUFFIXES):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """fsync the files in `folder` and the folder itself, so a rename after this cannot outlive the data it names
+    (a killed process loses nothing already written; a power cut can)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """`write(temporary_path)`, then rename it to `path`: readers see the old file or the complete new one."""
+    temporary = path.with_name(path.name + _UNFINISHED_SUFFIXES[0])
+    write(temporary)
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
 
 
 def _hyperparameters(config: TrainingConfig, accelerator: Accelerator) -> dict[str, Any]:
@@ -453,11 +593,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=config.log_with,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            automatic_checkpoint_naming=True,
-            total_limit=config.checkpoints_total_limit,
-        ),
+        project_config=ProjectConfiguration(project_dir=str(output_dir)),  # checkpoints: see `_save_checkpoint`
         # Every process draws the same shuffled order for an epoch from (seed, epoch): resumable and in step.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
@@ -480,7 +616,9 @@ def train(config: TrainingConfig) -> TrainingResult:
     model = build_model(config, label_names)
     video_processor = build_video_processor(model)  # exported with the model; runs the final evaluation
     train_clip_transform, eval_clip_transform = build_clip_transforms(config, model.config.image_size)
-    train_transform = VideoClipTransform(train_clip_transform, config.num_frames, training=True, seed=config.seed)
+    train_transform = VideoClipTransform(
+        train_clip_transform, config.num_frames, training=True, seed=config.seed, skip_undecodable=True
+    )
     train_dataset = train_dataset.with_transform(train_transform)
     mixup = None
     if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
@@ -503,7 +641,9 @@ def train(config: TrainingConfig) -> TrainingResult:
     )
     validation_loader = None
     if validation_dataset is not None:
-        eval_transform = VideoClipTransform(eval_clip_transform, config.num_frames, training=False, seed=config.seed)
+        eval_transform = VideoClipTransform(
+            eval_clip_transform, config.num_frames, training=False, seed=config.seed, skip_undecodable=True
+        )
         validation_loader = DataLoader(
             validation_dataset.with_transform(eval_transform),
             batch_size=config.eval_batch_size or config.batch_size,
@@ -525,8 +665,13 @@ def train(config: TrainingConfig) -> TrainingResult:
     accelerator.register_for_checkpointing(scheduler, progress)
 
     checkpoints_dir = output_dir / "checkpoints"
+    latest = _latest_checkpoint(checkpoints_dir)
+    if not config.resume and latest is not None:
+        raise FileExistsError(
+            f"{checkpoints_dir} holds checkpoints of an earlier run ({latest.name}); continue it with resume=True "
+            "(--resume), or use a new output_dir."
+        )
     if config.resume:
-        latest = _latest_checkpoint(checkpoints_dir)
         if latest is None:
             logger.warning(f"resume=True but {checkpoints_dir} holds no checkpoint; starting from scratch.")
         else:
@@ -544,7 +689,8 @@ def train(config: TrainingConfig) -> TrainingResult:
     progress_bar = tqdm(
         total=total_steps, initial=progress.global_step, desc="train", disable=not accelerator.is_local_main_process
     )
-    running = {"loss": 0.0, "classification_loss": 0.0, "alignment_loss": 0.0, "batches": 0}  # this process's
+    running = {"loss": 0.0, "classification_loss": 0.0, "alignment_loss": 0.0, "batches": 0.0}  # this process's
+    window = _StepWindow(model)
     stopped_early = False
     while progress.epoch < config.epochs and not stopped_early:
         epoch = progress.epoch
@@ -558,34 +704,66 @@ def train(config: TrainingConfig) -> TrainingResult:
 
         model.train()
         for batch in batches:
+            window.undecodable.update(batch.pop("skipped_videos", {}))
+            has_videos = batch["labels"].shape[0] > 0  # every video of this micro-batch may have been undecodable
+            if accelerator.num_processes > 1:
+                # Under DDP / FSDP a forward pass is a collective too (buffer broadcast, parameter all-gather): a
+                # micro-batch is trained on every process or on none.
+                everywhere = accelerator.gather(torch.tensor([int(has_videos)], device=accelerator.device))
+                if has_videos and not everywhere.all():
+                    logger.warning(
+                        f"Left out a micro-batch of {batch['labels'].shape[0]} video(s) in epoch {epoch}: another "
+                        "process had no decodable video in its own."
+                    )
+                has_videos = bool(everywhere.all())
+            window.start_micro_batch()
             with accelerator.accumulate(model):
-                outputs = model(**batch)
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                outputs = model(**batch) if has_videos else None
+                if has_videos:
+                    window.add_loss(outputs.loss)
+                if not accelerator.sync_gradients:
+                    if has_videos:
+                        accelerator.backward(outputs.loss)
+                else:
+                    # Decided before the last backward, identically on every process: a process leaving out the
+                    # backward alone would leave the others waiting in the gradient all-reduce.
+                    verdict = window.agree(accelerator, has_videos)
+                    if verdict.update:
+                        accelerator.backward(outputs.loss)
+                        if config.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)  # a skipped step drops the window's gradients
             progress.batches_in_epoch += 1
-            for name in ("loss", "classification_loss", "alignment_loss"):  # tensors: no device sync per batch
-                running[name] += outputs[name].detach().float()
-            running["batches"] += 1
+            if has_videos:  # tensors: no device sync per batch; non-finite losses stay out of the averages
+                finite = torch.isfinite(outputs.loss.detach())
+                for name in ("loss", "classification_loss", "alignment_loss"):
+                    running[name] += torch.where(finite, outputs[name].detach().float(), 0.0)
+                running["batches"] += finite.float()
             if not accelerator.sync_gradients:
                 continue
 
-            # One optimizer step done.
+            # One optimizer step done, or skipped on every process alike.
             step_learning_rates = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}
-            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
-                scheduler.step()
             progress.global_step += 1
             progress_bar.update(1)
+            _record_step_faults(progress, verdict, config, len(train_dataset), checkpoints_dir)
+            if verdict.update:
+                progress.consecutive_nonfinite_steps = 0
+                if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
+                    scheduler.step()
             if progress.global_step % config.log_every_steps == 0 or progress.global_step == total_steps:
-                logs = {
-                    f"train/{key}": float(value) / running["batches"]
-                    for key, value in running.items()
-                    if key != "batches"
-                }
+                averaged = max(float(running["batches"]), 1.0)
+                logs = {f"train/{key}": float(value) / averaged for key, value in running.items() if key != "batches"}
                 logs.update(step_learning_rates)
-                logs.update({"train/epoch": epoch, "train/jitter_delta": delta})
+                logs.update(
+                    {
+                        "train/epoch": epoch,
+                        "train/jitter_delta": delta,
+                        "train/nonfinite_loss_steps": len(progress.nonfinite_loss_steps),
+                        "train/undecodable_videos": len(progress.undecodable_in_epoch),
+                    }
+                )
                 progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
                 if config.log_with:
                     accelerator.log(logs, step=progress.global_step)
@@ -595,29 +773,32 @@ def train(config: TrainingConfig) -> TrainingResult:
                 bool(config.checkpoint_every_steps) and progress.global_step % config.checkpoint_every_steps == 0
             )
             if checkpoint_due or stopped_early:  # a planned stop saves too: resume continues from this step
-                accelerator.save_state()
+                _save_checkpoint(accelerator, checkpoints_dir, config.checkpoints_total_limit)
             if stopped_early:
                 break
         if stopped_early:
             break
 
-        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+        progress.epoch, progress.batches_in_epoch, progress.undecodable_in_epoch = epoch + 1, 0, {}
         if validation_loader is not None and (
             (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs
         ):
             metrics = evaluate(model, validation_loader, accelerator, desc=f"eval epoch {epoch}")
+            _record_undecodable(progress, metrics, "validation", len(validation_dataset), config)
             progress.history.append({"epoch": epoch, **metrics})
             accelerator.print(
                 f"epoch {epoch}: top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f}"
             )
             if config.log_with:
-                accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=progress.global_step)
+                accelerator.log(
+                    {f"eval/{key}": value for key, value in _numbers(metrics).items()}, step=progress.global_step
+                )
             if metrics["top1"] > progress.best_top1:
                 progress.best_top1, progress.best_epoch = metrics["top1"], epoch
                 if config.export == "best":
                     _save_best_weights(accelerator, model, output_dir)
         if config.checkpoint_every_epochs and progress.epoch % config.checkpoint_every_epochs == 0:
-            accelerator.save_state()
+            _save_checkpoint(accelerator, checkpoints_dir, config.checkpoints_total_limit)
     progress_bar.close()
 
     if stopped_early:
@@ -631,6 +812,7 @@ def train(config: TrainingConfig) -> TrainingResult:
             epoch=progress.epoch,
             stopped_early=True,
             history=list(progress.history),
+            **_fault_report(progress),
         )
 
     # Final model: the best epoch's weights (if validated) or the last ones; evaluated, exported, pushed.
@@ -641,14 +823,18 @@ def train(config: TrainingConfig) -> TrainingResult:
     if validation_dataset is not None:
         final_loader = _final_evaluation_loader(config, validation_dataset, video_processor)
         final_metrics = evaluate(model, accelerator.prepare(final_loader), accelerator, desc="final eval")
+        _record_undecodable(progress, final_metrics, "validation", len(validation_dataset), config)
         if config.log_with:
-            accelerator.log({f"final/{key}": value for key, value in final_metrics.items()}, step=progress.global_step)
+            logs = {f"final/{key}": value for key, value in _numbers(final_metrics).items()}
+            accelerator.log(logs, step=progress.global_step)
 
     model_dir = output_dir / "model"
     upload = None
     state_dict = accelerator.get_state_dict(model)  # collective: gathers FSDP / DeepSpeed shards
     if accelerator.is_main_process:
-        metrics_table = {f"validation {key} ({_protocol(config)})": value for key, value in final_metrics.items()}
+        metrics_table = {
+            f"validation {key} ({_protocol(config)})": value for key, value in _numbers(final_metrics).items()
+        }
         if progress.best_epoch >= 0:
             metrics_table["best epoch (single view)"] = progress.best_epoch
         card = model_card_context(
@@ -670,8 +856,13 @@ def train(config: TrainingConfig) -> TrainingResult:
             },
         )
         export_model(unwrapped, model_dir, video_processor=video_processor, card_context=card, state_dict=state_dict)
-        summary = {"final": final_metrics, "history": progress.history, "global_step": progress.global_step}
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        summary = {
+            "final": final_metrics,
+            "history": progress.history,
+            "global_step": progress.global_step,
+            **_fault_report(progress),
+        }
+        _write_atomically(output_dir / "metrics.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
         if config.push_to_hub:
             upload = push_to_hub_in_background(
                 model_dir,
@@ -691,7 +882,144 @@ def train(config: TrainingConfig) -> TrainingResult:
         epoch=progress.epoch,
         history=list(progress.history),
         hub_upload=hub_status,
+        **_fault_report(progress),
     )
+
+
+class _StepVerdict(typing.NamedTuple):
+    """What every process agreed about one optimizer step."""
+
+    update: bool  # apply it (False: skipped, gradients dropped)
+    nonfinite: bool  # some process saw a NaN/inf loss in the step's micro-batches
+    without_data: bool  # some process had no decodable video in the step's last micro-batch
+    undecodable: dict[str, str]  # path -> reason, videos left out of the step on any process
+
+
+class _StepWindow:
+    """
+    What this process saw in the micro-batches of the current optimizer step (the accumulation window), and the
+    model's buffers as they were before it: forward passes update BatchNorm's running statistics, which a skipped
+    step must not keep (a NaN there would outlive the skipped update).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.buffers = list(model.buffers())
+        self.saved_buffers: list[torch.Tensor] | None = None
+        self.nonfinite: torch.Tensor | None = None
+        self.undecodable: dict[str, str] = {}
+
+    def start_micro_batch(self) -> None:
+        if self.saved_buffers is None:  # the window's first micro-batch
+            self.saved_buffers = [buffer.detach().clone() for buffer in self.buffers]
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        nonfinite = ~torch.isfinite(loss.detach())  # stays on the device: no sync per micro-batch
+        self.nonfinite = nonfinite if self.nonfinite is None else self.nonfinite | nonfinite
+
+    def agree(self, accelerator: Accelerator, has_videos: bool) -> _StepVerdict:
+        """One gather per optimizer step makes every process take the same decision; then the window starts over."""
+        nonfinite = self.nonfinite if self.nonfinite is not None else torch.tensor(False, device=accelerator.device)
+        local = torch.stack(
+            [
+                nonfinite.float(),
+                torch.tensor(float(not has_videos), device=nonfinite.device),
+                torch.tensor(float(len(self.undecodable)), device=nonfinite.device),
+            ]
+        )
+        flags = accelerator.gather(local[None]).cpu()  # (processes, 3)
+        any_nonfinite, any_without_data = bool(flags[:, 0].any()), bool(flags[:, 1].any())
+        undecodable = dict(gather_object(list(self.undecodable.items()))) if flags[:, 2].any() else {}
+        update = not (any_nonfinite or any_without_data)
+        if not update and self.saved_buffers is not None:
+            with torch.no_grad():
+                for buffer, saved in zip(self.buffers, self.saved_buffers):
+                    buffer.copy_(saved)
+        self.nonfinite, self.undecodable, self.saved_buffers = None, {}, None
+        return _StepVerdict(update, any_nonfinite, any_without_data, undecodable)
+
+
+def _record_step_faults(
+    progress: TrainingProgress, verdict: _StepVerdict, config: TrainingConfig, num_videos: int, checkpoints_dir: Path
+) -> None:
+    """Count, log and limit what went wrong in the optimizer step just taken (or skipped, with the buffers restored)."""
+    step = progress.global_step
+    if verdict.undecodable:
+        progress.undecodable_in_epoch.update(verdict.undecodable)
+        _record_undecodable(
+            progress,
+            {"skipped_videos": verdict.undecodable},
+            "training",
+            num_videos,
+            config,
+            counted=progress.undecodable_in_epoch,
+        )
+    if verdict.nonfinite:
+        progress.nonfinite_loss_steps.append(step)
+        progress.consecutive_nonfinite_steps += 1
+        logger.warning(
+            f"Step {step}: the loss was NaN or infinite; the step was skipped (no update, gradients dropped). "
+            f"{progress.consecutive_nonfinite_steps} such step(s) in a row, {len(progress.nonfinite_loss_steps)} in "
+            "all.",
+            main_process_only=True,
+        )
+        limit = config.max_consecutive_nonfinite_steps
+        if limit is not None and progress.consecutive_nonfinite_steps >= limit:
+            latest = _latest_checkpoint(checkpoints_dir)
+            raise NonFiniteLossError(
+                f"The loss was NaN or infinite for {limit} optimizer steps in a row (steps "
+                f"{progress.nonfinite_loss_steps[-limit:]}), so training stopped (max_consecutive_nonfinite_steps="
+                f"{limit}). Skipped steps change no weight; the latest checkpoint is "
+                f"{latest if latest is not None else 'none (none was written yet)'}. Lower the learning rates, set "
+                "max_grad_norm, check the data, or try bf16 instead of fp16; then resume=True continues from it."
+            )
+    elif verdict.without_data:
+        progress.steps_without_data.append(step)
+        logger.warning(
+            f"Step {step} was skipped: a process had no decodable video in the step's last micro-batch.",
+            main_process_only=True,
+        )
+
+
+def _record_undecodable(
+    progress: TrainingProgress,
+    metrics: dict[str, Any],
+    split: str,
+    num_videos: int,
+    config: TrainingConfig,
+    counted: dict[str, str] | None = None,
+) -> None:
+    """Log the videos a step or an evaluation skipped and stop if `counted` (default: those) exceeds the limit."""
+    skipped = metrics.get("skipped_videos", {})
+    if not skipped:
+        return
+    progress.undecodable_videos.update(skipped)
+    logger.warning(
+        f"Skipped {len(skipped)} undecodable {split} video(s):\n"
+        + "\n".join(f"  {reason}" for reason in skipped.values()),
+        main_process_only=True,
+    )
+    counted = skipped if counted is None else counted
+    allowed = config.max_bad_video_fraction * num_videos
+    if len(counted) > allowed:
+        listed = "\n".join(f"  {reason}" for reason in list(counted.values())[:20])
+        raise UndecodableDataError(
+            f"{len(counted)} of the {num_videos} {split} videos could not be decoded, more than "
+            f"max_bad_video_fraction={config.max_bad_video_fraction} allows ({allowed:g}); training stopped. Repair or "
+            f"remove them (or raise max_bad_video_fraction):\n{listed}" + ("\n  ..." if len(counted) > 20 else "")
+        )
+
+
+def _fault_report(progress: TrainingProgress) -> dict[str, Any]:
+    return {
+        "undecodable_videos": dict(progress.undecodable_videos),
+        "nonfinite_loss_steps": list(progress.nonfinite_loss_steps),
+        "steps_without_data": list(progress.steps_without_data),
+    }
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of a metrics dict (what trackers and the model card take)."""
+    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
 
 
 def _finish_trackers(accelerator: Accelerator) -> None:
@@ -711,10 +1039,8 @@ def _save_best_weights(accelerator: Accelerator, model, output_dir: Path) -> Non
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         (output_dir / "best").mkdir(parents=True, exist_ok=True)
-        save_file(
-            {name: tensor.contiguous() for name, tensor in state_dict.items()},
-            output_dir / "best" / "model.safetensors",
-        )
+        tensors = {name: tensor.contiguous() for name, tensor in state_dict.items()}
+        _write_atomically(output_dir / "best" / "model.safetensors", lambda path: save_file(tensors, path))
     accelerator.wait_for_everyone()
 
 
@@ -727,7 +1053,7 @@ def _load_best_weights(model, output_dir: Path) -> None:
 def _final_evaluation_loader(config: TrainingConfig, validation_dataset, video_processor) -> DataLoader:
     """Validation clips made by the exported video processor itself, with the configured views per video."""
     transform = VideoProcessorTransform(
-        video_processor, num_clips=config.final_num_clips, num_crops=config.final_num_crops
+        video_processor, skip_undecodable=True, num_clips=config.final_num_clips, num_crops=config.final_num_crops
     )
     return DataLoader(
         validation_dataset.with_transform(transform),
@@ -738,14 +1064,16 @@ def _final_evaluation_loader(config: TrainingConfig, validation_dataset, video_p
 
 
 __all__ = [
+    "NonFiniteLossError",
     "TrainingConfig",
-    "add_training_arguments",
-    "config_from_args",
     "TrainingProgress",
     "TrainingResult",
+    "UndecodableDataError",
+    "add_training_arguments",
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "config_from_args",
     "evaluate",
     "jitter_delta",
     "lr_multiplier",
