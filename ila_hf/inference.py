@@ -33,8 +33,10 @@ def view_probabilities(model, pixel_values: torch.Tensor, max_batch_size: int = 
     protocol sums them; the ranking is the same).
 
     Args:
-        model: an `ILAForVideoClassification` (or any video classifier with `.logits`), in eval mode.
-        pixel_values: (B, T, C, H, W) for one view, or (B, V, T, C, H, W) for V views per video.
+        model: an `ILAForVideoClassification` (or any video classifier with `.logits`, e.g. one prepared by
+            accelerate), in eval mode.
+        pixel_values: (B, T, C, H, W) for one view, or (B, V, T, C, H, W) for V views per video, on the model's
+            device and in its dtype.
         max_batch_size: clips per forward pass.
 
     Returns:
@@ -47,7 +49,7 @@ def view_probabilities(model, pixel_values: torch.Tensor, max_batch_size: int = 
             f"Expected pixel_values of shape (B, T, C, H, W) or (B, V, T, C, H, W), got {tuple(pixel_values.shape)}."
         )
     batch_size, num_views = pixel_values.shape[:2]
-    clips = pixel_values.flatten(0, 1).to(model.device, model.dtype)
+    clips = pixel_values.flatten(0, 1)
     logits = torch.cat([model(pixel_values=chunk).logits for chunk in clips.split(max_batch_size)])
     return logits.float().softmax(dim=-1).unflatten(0, (batch_size, num_views)).mean(dim=1)
 
@@ -80,7 +82,7 @@ def classify_videos(
         except VideoDecodeError as error:
             yield VideoPrediction(video=str(video), error=str(error))
             continue
-        probabilities = view_probabilities(model, pixel_values)[0]
+        probabilities = view_probabilities(model, pixel_values.to(model.device, model.dtype))[0]
         scores, indices = probabilities.topk(top_k)
         yield VideoPrediction(
             video=str(video),

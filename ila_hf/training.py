@@ -45,6 +45,7 @@ from .data import (
     build_dataset,
 )
 from .hub import export_model, model_card_context, push_to_hub_in_background
+from .inference import view_probabilities
 from .modeling_ila import ILAForVideoClassification
 from .transforms import EvalClipTransform, TrainClipTransform
 
@@ -417,7 +418,7 @@ def build_clip_transforms(config: TrainingConfig, image_size: int):
 def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") -> dict[str, Any]:
     """
     Top-1 / top-5 accuracy and mean cross-entropy over a prepared dataloader. `pixel_values` of shape
-    (B, T, 3, H, W) are one view per video; (B, V, T, 3, H, W) are V views whose softmax probabilities are summed.
+    (B, T, 3, H, W) are one view per video; (B, V, T, 3, H, W) are V views whose softmax probabilities are averaged.
     Predictions are gathered with `gather_for_metrics`, so padding samples added to even out the last batch across
     processes are dropped and N processes give exactly the single-process numbers.
 
@@ -454,13 +455,10 @@ def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") ->
 
 
 def _scores_and_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class scores (N, K) and per-video losses (N,); several views (N, V, T, C, H, W) sum their probabilities."""
+    """Class scores (N, K) and per-video losses (N,); several views (N, V, T, C, H, W) average their probabilities."""
     if pixel_values.ndim == 6:  # (N, V, T, C, H, W): several views per video
-        num_views = pixel_values.shape[1]
-        logits = model(pixel_values=pixel_values.flatten(0, 1)).logits.float()
-        probabilities = logits.softmax(-1).unflatten(0, (-1, num_views))  # (N, V, K)
-        losses = F.nll_loss(probabilities.mean(1).clamp_min(1e-12).log(), labels, reduction="none")
-        return probabilities.sum(1), losses
+        probabilities = view_probabilities(model, pixel_values)  # (N, K)
+        return probabilities, F.nll_loss(probabilities.clamp_min(1e-12).log(), labels, reduction="none")
     logits = model(pixel_values=pixel_values).logits.float()
     return logits, F.cross_entropy(logits, labels, reduction="none")
 
