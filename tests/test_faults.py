@@ -40,6 +40,7 @@ from ila_hf.training import (
     train,
 )
 from tests.conftest import TINY_CLIP_VISION
+from tests.test_training import _launch_two_processes
 
 from .videos import truncate_copy, write_random_bytes
 
@@ -479,14 +480,6 @@ with open(f"{config.output_dir}/rank_{rank}.json", "w") as file:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_videos_exactly(
     data_with_bad_videos, tiny_clip_dir, tmp_path
 ):
@@ -521,28 +514,8 @@ def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_video
     )
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESS_SCRIPT)
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(script),
-        json.dumps(config),
-    ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     # About 25 s; processes that disagreed on a step would wait for each other in an all-reduce until the timeout.
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    _launch_two_processes(script, [json.dumps(config)])
     first, second = (json.loads((output_dir / f"rank_{rank}.json").read_text()) for rank in (0, 1))
     assert first["global_step"] == second["global_step"] == 8  # 7 videos per process, 2 per step: 4 steps an epoch
     assert first["nonfinite_loss_steps"] == second["nonfinite_loss_steps"] and len(first["nonfinite_loss_steps"]) == 2
