@@ -193,6 +193,20 @@ class ILATransformerLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
+class ILAPointwiseConv(nn.Conv2d):
+    """
+    A 1x1 Conv2d, stored as one, run as a matmul over the channels of every position: on the interaction block's
+    channels-last maps that needs no copy, and it avoids the slow kernel PyTorch picks for 1x1 convs on small CPU
+    batches. (batch, C_in, S, S) -> (batch, C_out, S, S), channels-last.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return F.linear(maps.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+
+
 class ILAConvBlock(nn.Sequential):
     """conv -> BatchNorm -> [2x2 max-pool] -> ReLU, the unit of the interaction block and the point predictor."""
 
@@ -200,7 +214,10 @@ class ILAConvBlock(nn.Sequential):
         self, in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, max_pool: bool = False
     ):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups)
+        if kernel_size == 1 and groups == 1:
+            self.conv = ILAPointwiseConv(in_channels, out_channels)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups)
         self.norm = nn.BatchNorm2d(out_channels)
         if max_pool:
             self.pool = nn.MaxPool2d(2)
@@ -208,11 +225,16 @@ class ILAConvBlock(nn.Sequential):
 
     @torch.no_grad()
     def fold_batch_norm(self) -> None:
-        """Inference only: fold BatchNorm's running statistics and affine into the conv (conv -> [pool] -> ReLU)."""
-        scale = self.norm.weight.double() / torch.sqrt(self.norm.running_var.double() + self.norm.eps)
-        bias = (self.conv.bias.double() - self.norm.running_mean) * scale + self.norm.bias.double()
-        self.conv.weight.copy_(self.conv.weight.double() * scale[:, None, None, None])
-        self.conv.bias.copy_(bias)
+        """
+        Inference only: fold BatchNorm's running statistics and affine into the conv (conv -> [pool] -> ReLU). The
+        folded weight is stored channels-last, like the maps, so that the conv does not reorder it on every call.
+        """
+        conv, norm = self.conv, self.norm
+        scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+        weight = conv.weight.double() * scale[:, None, None, None]
+        bias = (conv.bias.double() - norm.running_mean) * scale + norm.bias.double()
+        conv.weight = nn.Parameter(weight.to(conv.weight.dtype).contiguous(memory_format=torch.channels_last))
+        conv.bias = nn.Parameter(bias.to(conv.bias.dtype))
         self.norm = nn.Identity()
 
 
