@@ -6,27 +6,63 @@ import sys
 
 
 def _add_demo_command(subparsers) -> None:
+    from .demo import MOTIONS, DemoConfig  # light: torch and transformers are loaded by the package already
+
+    defaults = DemoConfig()
     parser = subparsers.add_parser(
         "demo",
         help="Train ILA vs frame averaging on a synthetic temporal-order task.",
         description="Write synthetic mp4s whose classes differ only in temporal order, train ILA and a frame-averaging "
-        "baseline on a random tiny CLIP, classify a held-out mp4 with the pipeline and draw the interactive points.",
+        "baseline on one random tiny CLIP (CPU, a few minutes), print their held-out accuracy, runtime and peak memory, "
+        "export ILA with its video processor, classify a held-out mp4 through pipeline('video-classification') and "
+        "save a PNG of the predicted interactive points.",
     )
-    parser.add_argument("--output-dir", default="ila-demo-output", help="where videos, model and picture go")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="training epochs of each model (default: the demo's)")
-    parser.add_argument("--train-videos-per-class", type=int, help="training videos per class (default: the demo's)")
+    add = parser.add_argument
+    add("--output-dir", default=defaults.output_dir, help="videos, models and the PNG go here (default: %(default)s)")
+    add("--seed", type=int, default=defaults.seed, help="data, initialisation and training seed (default: %(default)s)")
+    add(
+        "--motions", nargs="+", choices=MOTIONS, default=list(defaults.motions), metavar="MOTION",
+        help=f"the classes, from: {', '.join(MOTIONS)} (default: %(default)s)",
+    )
+    add("--train-videos-per-class", type=int, default=defaults.train_videos_per_class, help="(default: %(default)s)")
+    add("--test-videos-per-class", type=int, default=defaults.test_videos_per_class, help="(default: %(default)s)")
+    add("--frames", type=int, default=defaults.num_frames, help="frames per clip (default: %(default)s)")
+    add("--image-size", type=int, default=defaults.image_size, help="model input side (default: %(default)s)")
+    add("--patch-size", type=int, default=defaults.patch_size, help="image-size / patch-size >= 4 (default: %(default)s)")
+    add("--width", type=int, default=defaults.hidden_size, help="CLIP width (default: %(default)s)")
+    add("--layers", type=int, default=defaults.num_layers, help="CLIP layers (default: %(default)s)")
+    add("--epochs", type=int, default=defaults.epochs, help="training epochs of each model (default: %(default)s)")
+    add("--batch-size", type=int, default=defaults.batch_size, help="clips per step (default: %(default)s)")
+    add(
+        "--train-backbone", action="store_true",
+        help="train the random CLIP weights too, in both models (default: frozen, which learned faster here)",
+    )
+    add(
+        "--threads", type=int, default=defaults.num_threads,
+        help="torch CPU threads (default: %(default)s: the ops are too small to gain from more, and lose a lot on a "
+        "busy machine)",
+    )
 
     def run(args) -> int:
-        from .demo import DemoConfig, format_report, run_demo
+        from .demo import format_report, run_demo
 
-        overrides = {
-            name: value
-            for name, value in (("epochs", args.epochs), ("train_videos_per_class", args.train_videos_per_class))
-            if value is not None
-        }
-        result = run_demo(DemoConfig(output_dir=args.output_dir, seed=args.seed, **overrides))
-        print(format_report(result))
+        config = DemoConfig(
+            output_dir=args.output_dir,
+            seed=args.seed,
+            motions=tuple(args.motions),
+            train_videos_per_class=args.train_videos_per_class,
+            test_videos_per_class=args.test_videos_per_class,
+            num_frames=args.frames,
+            image_size=args.image_size,
+            patch_size=args.patch_size,
+            hidden_size=args.width,
+            num_layers=args.layers,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            freeze_backbone=not args.train_backbone,
+            num_threads=args.threads,
+        )
+        print(format_report(run_demo(config)))
         return 0
 
     parser.set_defaults(handler=run)

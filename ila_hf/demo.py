@@ -292,7 +292,7 @@ def frame_averaging_parameter_groups(model: FrameAveragingClassifier, config: "D
 class DemoConfig:
     """Settings of `run_demo`; the defaults are the measured ones described in the module docstring."""
 
-    output_dir: str = "ila-demo"
+    output_dir: str = "ila-demo-output"
     seed: int = 0
     motions: tuple[str, ...] = DEFAULT_MOTIONS
     train_videos_per_class: int = 300
@@ -307,13 +307,13 @@ class DemoConfig:
     freeze_backbone: bool = True
     epochs: int = 8
     batch_size: int = 32
-    learning_rate: float = 1e-3  # ILA's alignment modules and temporal skip Linears
-    head_learning_rate: float = 1e-2  # MIT and linear heads (both models)
+    learning_rate: float = 2e-3  # ILA's alignment modules and temporal skip Linears
+    head_learning_rate: float = 1e-4  # MIT and linear heads (both models)
     backbone_learning_rate: float = 1e-3  # CLIP weights, when not frozen (both models)
     warmup_steps: int = 20
     alignment_loss_weight: float = 0.03
     augment: bool = False  # the released training augmentation (without flips, which would swap left and right)
-    num_threads: int | None = None  # torch CPU threads (default: torch's choice)
+    num_threads: int | None = 1  # torch CPU threads; None: torch's choice (see `run_demo`)
     keep_videos: bool = True  # keep the mp4 dataset in output_dir/videos
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 EARLIER_COLOUR = (0, 230, 255)  # the frame's point for the pair with the next frame
 LATER_COLOUR = (255, 40, 200)  # the frame's point for the pair with the previous frame
 GRID_COLOUR = (96, 96, 96)
+MASK_FLOOR = 0.4  # brightness kept where the alignment mask is 0
 
 
 def point_to_pixel(points: np.ndarray | torch.Tensor, image_size: int, grid_size: int) -> np.ndarray:
@@ -126,7 +127,7 @@ def draw_interactive_points(
             frame = frames[frame_index].astype(np.float32)
             if masks is not None:
                 weight = np.kron(masks[row, frame_index], np.ones((image_size // grid_size,) * 2))[..., None]
-                frame = frame * (0.3 + 0.7 * weight)
+                frame = frame * (MASK_FLOOR + (1 - MASK_FLOOR) * weight)
             image = Image.fromarray(frame.round().astype(np.uint8)).resize((tile, tile), Image.NEAREST)
             canvas.paste(image, (left, top))
             for line in range(1, grid_size):  # patch borders
