@@ -44,8 +44,11 @@ def _add_demo_command(subparsers) -> None:
     )
 
     def run(args) -> int:
+        from transformers.utils import logging as transformers_logging
+
         from .demo import format_report, run_demo
 
+        transformers_logging.disable_progress_bar()  # the demo loads and saves small models often; its log says enough
         config = DemoConfig(
             output_dir=args.output_dir,
             seed=args.seed,
