@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -165,7 +166,11 @@ class ILAMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, embed_dim)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+        return self.fc2(self.hidden(hidden_states))
+
+    def hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> activation(fc1(x)): (..., intermediate_size)."""
+        return self.activation_fn(self.fc1(hidden_states))
 
 
 class ILATransformerLayer(GradientCheckpointingLayer):
@@ -185,12 +190,34 @@ class ILATransformerLayer(GradientCheckpointingLayer):
         self.mlp = ILAMLP(config, embed_dim, intermediate_size)
         self.layer_norm2 = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
         self.drop_path = ILADropPath(drop_path_rate)
+        self.recompute_frozen_mlp = config.recompute_frozen_mlp
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
         hidden_states = hidden_states + self.drop_path(attn_output)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states)))
+        if self._recomputes_mlp_hidden():
+            mlp_hidden = checkpoint(self._mlp_hidden, hidden_states, use_reentrant=False)
+        else:
+            mlp_hidden = self._mlp_hidden(hidden_states)
+        hidden_states = hidden_states + self.drop_path(self.mlp.fc2(mlp_hidden))
         return hidden_states, attn_weights
+
+    def _mlp_hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.mlp.hidden(self.layer_norm2(hidden_states))
+
+    def _recomputes_mlp_hidden(self) -> bool:
+        """
+        With a frozen MLP, the backward only needs the activation's inputs (a frozen fc2 keeps nothing for its input
+        gradient), 2 x intermediate_size values per token; recomputing LN2 -> fc1 -> activation from x keeps D
+        instead, for one more fc1 per token. Not when the whole layer is checkpointed already.
+        """
+        return (
+            self.recompute_frozen_mlp
+            and self.training
+            and torch.is_grad_enabled()
+            and not self.gradient_checkpointing
+            and not self.mlp.fc1.weight.requires_grad
+        )
 
 
 class ILAPointwiseConv(nn.Conv2d):

@@ -361,6 +361,46 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_a_frozen_mlp_is_recomputed_in_training_with_the_same_gradients_and_less_kept():
+    torch.manual_seed(0)
+    model = ILAForVideoClassification(tiny_config(intermediate_size=96, classifier_dropout=0.0, drop_path_rate=0.1))
+    randomise_ila_modules(model)
+    model.train()
+    video, labels = random_video(), torch.tensor([1, 0])
+    intermediate = model.config.intermediate_size  # a width no other tensor of this model has
+
+    def train_step():
+        """Loss, gradients and the activations of the MLP's hidden width kept for the backward (their storages)."""
+        kept = set()
+
+        def keep(tensor):
+            if tensor.dim() and tensor.shape[-1] == intermediate:
+                kept.add(tensor.untyped_storage().data_ptr())
+            return tensor
+
+        model.zero_grad()
+        torch.manual_seed(1)  # the same drop-path draws
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            loss = model(pixel_values=video, labels=labels).loss
+        loss.backward()
+        gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), gradients, kept
+
+    recomputed = train_step()
+    for layer in model.ila.encoder.layers:
+        layer.recompute_frozen_mlp = False
+    stored = train_step()
+
+    torch.testing.assert_close(recomputed[0], stored[0], rtol=0, atol=0)
+    assert recomputed[1].keys() == stored[1].keys()
+    assert not [name for name in stored[1] if name.startswith("ila.encoder") and ".mlp." in name]  # frozen
+    for name, gradient in stored[1].items():
+        torch.testing.assert_close(recomputed[1][name], gradient, rtol=1e-6, atol=1e-7, msg=name)
+    # QuickGELU keeps its input and its sigmoid: 2 hidden-width tensors per frozen layer; recomputed, none.
+    weights = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
+    assert len(stored[2] - weights) == 2 * model.config.num_hidden_layers and not recomputed[2] - weights
+
+
 def test_bfloat16_loading(tmp_path):
     ILAForVideoClassification(tiny_config()).save_pretrained(tmp_path)
     model = ILAForVideoClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()

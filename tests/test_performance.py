@@ -112,16 +112,20 @@ def test_model_compiles_without_graph_breaks():
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits)
 
 
-def test_encoder_layer_compiles_with_inductor_in_training_mode():
+@pytest.mark.parametrize("frozen_clip", [False, True], ids=["trained CLIP layer", "frozen CLIP layer"])
+def test_encoder_layer_compiles_with_inductor_in_training_mode(frozen_clip):
     torch.manual_seed(0)
     config = tiny_config(num_frames=3)
     config._attn_implementation = "sdpa"  # what a model sets; a bare layer's config would leave it unset
     layer = ILAEncoderLayer(config).train()
+    for clip_part in (layer.self_attn, layer.layer_norm1, layer.mlp, layer.layer_norm2):
+        clip_part.requires_grad_(not frozen_clip)  # frozen: the MLP's hidden activations are recomputed
     hidden_states = torch.randn(3, 17, 32, requires_grad=True)
     compiled = torch.compile(layer, fullgraph=True)
     outputs, _, alignment_loss, _ = compiled(hidden_states)
     (outputs.sum() + alignment_loss).backward()
     assert hidden_states.grad is not None and layer.message_fc.weight.grad is not None
+    assert (layer.mlp.fc1.weight.grad is None) == frozen_clip
 
 
 # --- the benchmark suite ----------------------------------------------------------------------------------------
