@@ -183,6 +183,10 @@ def test_benchmark_command_writes_json_and_markdown(tmp_path, capsys):
     frozen = ila_training[0]
     assert frozen["trainable_m"] < results["cost"][0]["params_m"]
     assert results["targets"]["ila_rate_vs_clip"] and results["targets"]["frozen_vs_full_memory"]
+    full = next(row for row in ila_training if row["backbone"] == "fine-tuned")
+    for memory in results["targets"]["frozen_vs_full_memory"]:  # P weights + 3 x T (gradients, two moments) vs 4 x P
+        expected = (full["trainable_m"] + 3 * frozen["trainable_m"]) / (4 * full["trainable_m"])
+        assert memory["weights_and_optimizer_ratio"] == pytest.approx(expected)
     markdown = markdown_path.read_text()
     assert "### Inference" in markdown and "### Targets" in markdown
     assert markdown in capsys.readouterr().out
