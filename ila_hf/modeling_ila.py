@@ -196,7 +196,8 @@ class ILATransformerLayer(GradientCheckpointingLayer):
         attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
         hidden_states = hidden_states + self.drop_path(attn_output)
         if self._recomputes_mlp_hidden():
-            mlp_hidden = checkpoint(self._mlp_hidden, hidden_states, use_reentrant=False)
+            # No randomness inside (LN, Linear, activation): no RNG state to save and restore.
+            mlp_hidden = checkpoint(self._mlp_hidden, hidden_states, use_reentrant=False, preserve_rng_state=False)
         else:
             mlp_hidden = self._mlp_hidden(hidden_states)
         hidden_states = hidden_states + self.drop_path(self.mlp.fc2(mlp_hidden))
