@@ -40,7 +40,7 @@ from ila_hf.training import (
     train,
 )
 from tests.conftest import TINY_CLIP_VISION
-from tests.test_training import _launch_two_processes
+from tests.test_training import _launch_two_processes, loop_settings
 
 from .videos import truncate_copy, write_random_bytes
 
@@ -90,24 +90,14 @@ def data_with_bad_videos(tiny_video_dataset, tmp_path_factory) -> Path:
     return root
 
 
+def fault_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
+    """The tiny recipe of tests/test_training.py on `data`'s list with undecodable videos, without validation."""
+    kwargs = {"train_data": str(data / "train_bad.txt"), "validation_data": None, **kwargs}
+    return loop_settings(data, clip_dir, **kwargs)
+
+
 def fault_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> TrainingConfig:
-    """The tiny recipe of tests/test_training.py (2 epochs, batch 2, checkpoints every 2 steps) on `data`'s lists."""
-    settings = dict(
-        train_data=str(data / "train_bad.txt"),
-        validation_data=None,
-        label_names=str(data / "labels.csv"),
-        clip_model=str(clip_dir),
-        num_frames=4,
-        epochs=2,
-        warmup_epochs=1,
-        batch_size=2,
-        num_workers=0,
-        checkpoint_every_steps=2,
-        checkpoints_total_limit=2,
-        export="last",
-        output_dir=str(output_dir),
-    )
-    return TrainingConfig(**{**settings, **kwargs})
+    return TrainingConfig(**fault_settings(data, clip_dir, output_dir=str(output_dir), **kwargs))
 
 
 def poison_losses(monkeypatch, micro_batches) -> None:
@@ -413,19 +403,7 @@ def test_kills_at_random_points_then_resume_end_with_the_uninterrupted_weights(
         ("checkpoint_file", rng.randint(1, 3)),
         ("prune", 1),  # run 3: at its first removal of an old checkpoint
     ]
-    settings = dict(
-        train_data=str(data_with_bad_videos / "train_bad.txt"),
-        label_names=str(data_with_bad_videos / "labels.csv"),
-        clip_model=str(tiny_clip_dir),
-        num_frames=4,
-        epochs=2,
-        warmup_epochs=1,
-        batch_size=2,
-        num_workers=0,
-        checkpoint_every_steps=3,
-        checkpoints_total_limit=2,
-        export="last",
-    )
+    settings = fault_settings(data_with_bad_videos, tiny_clip_dir, checkpoint_every_steps=3)
     reference = train(TrainingConfig(**settings, output_dir=str(tmp_path / "uninterrupted")))
 
     script = tmp_path / "killable_training.py"

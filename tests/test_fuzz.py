@@ -27,7 +27,7 @@ from ila_hf import video_io
 from ila_hf.video_io import VideoDecodeError, load_video, read_video_metadata
 from ila_hf.video_processing_ila import ILAVideoProcessor
 
-from .videos import index_frame, read_indices, write_video
+from .videos import ContainerProxy, index_frame, read_indices, write_video
 
 
 FUZZ_BUDGET_SECONDS = 20.0
@@ -271,23 +271,14 @@ def test_decoding_threads_end_with_the_call_not_at_the_next_garbage_collection(c
         assert os_threads() == threads
 
 
-class EndlessContainer:
+class EndlessContainer(ContainerProxy):
     """A PyAV container whose demuxer repeats the file's video packets without end (as some damaged files make
     FFmpeg's demuxers do). It gives up after `limit` packets so that a decoder without a deadline fails the test
     instead of hanging it."""
 
     def __init__(self, container, limit: int = 20000):
-        self._container = container
+        super().__init__(container)
         self.limit = limit
-
-    def __getattr__(self, name):
-        return getattr(self._container, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return self._container.__exit__(*exc_info)
 
     def demux(self, *args, **kwargs):
         packets = [packet for packet in self._container.demux(*args, **kwargs) if packet.size]

@@ -150,8 +150,11 @@ class RecordingTracker(GeneralTracker):
         self.logs.append((step, dict(values)))
 
 
-def loop_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> TrainingConfig:
-    """2 epochs of 6 steps (12 videos, batch 2) on the tiny model, validated on 7 videos."""
+def loop_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
+    """
+    `TrainingConfig` arguments (JSON-serialisable, for the subprocess tests too): 2 epochs of 6 steps (12 videos,
+    batch 2) on the tiny model, validated on 7 videos; kwargs override.
+    """
     settings = dict(
         train_data=str(data / "train.txt"),
         validation_data=str(data / "val.txt"),
@@ -165,9 +168,12 @@ def loop_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> Train
         checkpoint_every_steps=2,
         checkpoints_total_limit=2,
         export="last",
-        output_dir=str(output_dir),
     )
-    return TrainingConfig(**{**settings, **kwargs})
+    return {**settings, **kwargs}
+
+
+def loop_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> TrainingConfig:
+    return TrainingConfig(**loop_settings(data, clip_dir, output_dir=str(output_dir), **kwargs))
 
 
 def exported_weights(result) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from ila_hf.sampling import segment_indices
 from ila_hf.video_io import VideoDecodeError, VideoFileMetadata, load_video, read_video_metadata
 
 from .videos import (
+    ContainerProxy,
     grey_frame,
     read_index,
     read_indices,
@@ -36,22 +37,13 @@ def container_videos(videos_dir):
     return {suffix: write_video(videos_dir / f"thirty{suffix}", 30) for suffix in CONTAINERS}
 
 
-class CountingContainer:
+class CountingContainer(ContainerProxy):
     """Wraps a PyAV input container and counts the seeks and the video packets demuxed through it."""
 
     def __init__(self, container):
-        self._container = container
+        super().__init__(container)
         self.seeks = 0
         self.packets = 0
-
-    def __getattr__(self, name):
-        return getattr(self._container, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return self._container.__exit__(*exc_info)
 
     def seek(self, *args, **kwargs):
         self.seeks += 1

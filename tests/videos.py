@@ -200,3 +200,19 @@ def replace_codec_tag(source: str | os.PathLike, target: str | os.PathLike, old:
     target = Path(target)
     target.write_bytes(data.replace(old, new))
     return target
+
+
+class ContainerProxy:
+    """Wraps a PyAV container, passing everything through; subclasses override what a test watches or breaks."""
+
+    def __init__(self, container):
+        self._container = container
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._container.__exit__(*exc_info)
