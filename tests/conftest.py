@@ -8,7 +8,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 TINY_CLIP_VISION = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -31,8 +31,8 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir() -> Path:
-    """CLIP's real BPE tokenizer, shipped in shared/ for offline tests."""
-    return SHARED_DIR / "clip_tokenizer"
+    """CLIP's real BPE tokenizer, saved in tests/data/ for offline tests."""
+    return DATA_DIR / "clip_tokenizer"
 
 
 # ---------------------------------------------------------------- training

@@ -1,6 +1,6 @@
 """An independent reference implementation of ILA's forward pass (eval mode).
 
-Written straight from ``shared/ILA_SPEC.md`` on the RAW released state dict (OpenAI CLIP / authors'
+Written straight from ``docs/computation.md`` on the RAW released state dict (OpenAI CLIP / authors'
 key names) with ``torch.nn.functional`` only. It does not import ``ila_hf`` and shares no code with
 it: its only job is to be obviously right, so that a converted model can be compared against it.
 Plain loops over layers, frames and pairs are fine here; readability over speed.

@@ -3,7 +3,7 @@
 The released files are torch pickles of
 ``{'model': state_dict, 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config'}``
 where ``config`` is a ``yacs.config.CfgNode``. The key names and shapes produced here are exactly
-those of ``shared/released_layout_tiny_{k400,ssv2}.json`` when called with that file's sizes
+those of ``tests/data/released_layout_tiny_{k400,ssv2}.json`` when called with that file's sizes
 (``LAYOUT_JSON_SIZES``); tests check this.
 
 Weights are random but shaped to behave like trained ones: BatchNorm running statistics are
@@ -44,7 +44,7 @@ LAYOUT_JSON_SIZES = dict(
     num_classes=400,
 )
 
-CLIP_VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary: ids from shared/clip_tokenizer index it
+CLIP_VOCAB_SIZE = 49408  # the real CLIP BPE vocabulary: ids from tests/data/clip_tokenizer index it
 INTERACTION_CHANNELS = 256  # F in the spec (steps 3-5)
 POINT_CHANNELS = 128  # point-prediction / interaction-token channels (steps 4-5)
 

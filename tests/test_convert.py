@@ -32,7 +32,7 @@ from tests.released_checkpoint import (
     write_released_checkpoint,
 )
 
-LAYOUT_DIR = Path(__file__).resolve().parents[2] / "shared"
+LAYOUT_DIR = Path(__file__).resolve().parent / "data"
 # Sizes chosen so that no two dimensions coincide by accident: 2D = 384 != 256 interaction channels (K400),
 # an odd 7x7 grid (max-pools floor 7 -> 3 -> 1), 3 attention heads, 5 frames.
 SIZES = {
