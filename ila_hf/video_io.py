@@ -11,20 +11,35 @@ that keyframe lies ahead of the current position (found in the container's index
 of a 10-minute video cost 8 short GOP decodes, not the whole file. Dense plans decode forward.
 Only the wanted frames are converted to RGB.
 
+Inputs (`VideoSource`): a path, an http(s) URL, the encoded bytes (``bytes``, ``bytearray``,
+``memoryview``), a binary file object, a `datasets` video dict ``{"path": ..., "bytes": ...}``, or
+a torchcodec ``VideoDecoder`` (what `datasets` returns for decoded ``Video()`` columns; used
+through its ``metadata`` and ``get_frames_at``, torchcodec itself is never imported). Memory and
+file objects are decoded in place, with seeking; nothing is written to disk.
+
+Hostile input stays bounded: only the container formats in `VIDEO_DEMUXERS` are opened, so a
+playlist or concat script (HLS ``.m3u8``, ffconcat) cannot make FFmpeg open other files or URLs;
+every frame is checked against ``max_frame_pixels`` (by the decoder, before it allocates); time is
+bounded per read (``timeout``) and per call (``total_timeout``), downloads by
+``max_download_bytes``. Whatever goes wrong while reading one video is a `VideoDecodeError`
+naming it.
+
 Only stdlib, numpy, av, huggingface_hub and transformers are imported: this module is shipped
 next to ``video_processing_ila.py`` as Hub remote code.
 """
 
 import bisect
 import contextlib
+import io
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Union
 from urllib.parse import urlparse
 
 import av
@@ -34,29 +49,60 @@ from transformers.video_utils import VideoMetadata
 
 
 DEFAULT_TIMEOUT = 30.0
-"""Seconds allowed for opening a video and for each read (PyAV's interrupt timeout)."""
+"""Seconds allowed for opening a video and for each read (PyAV's interrupt timeout; each network read)."""
 
 DEFAULT_TOTAL_TIMEOUT = 300.0
 """Seconds allowed for a whole call (download, opening, decoding). Reads each have `DEFAULT_TIMEOUT`, but a damaged
 file can make the demuxer return packets without end; a clip of a normal video takes well under a second."""
 
 MAX_FRAME_PIXELS = 8192 * 8192
-"""Largest frame (width x height) decoded: a few kilobytes of compressed data can declare a frame of gigabytes."""
+"""Largest frame (width x height) decoded, checked on every frame before the decoder allocates it: a few kilobytes
+of compressed data can declare a frame of gigabytes."""
+
+DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
+"""Largest download of a video URL (2 GiB): the declared Content-Length is checked first, then the bytes received."""
+
+VIDEO_DEMUXERS = (
+    "mov,matroska,avi,flv,asf,mpeg,mpegts,mpegvideo,m4v,h264,hevc,obu,ivf,mjpeg,ogg,nut,gif,yuv4mpegpipe,mxf,dv,rm"
+)
+"""FFmpeg demuxers opened (FFmpeg's ``format_whitelist``): video containers and raw video streams. Left out on
+purpose: those that open further files or URLs named inside the input (``hls``, ``dash``, ``concat``, ``image2``,
+...), whose header is never parsed."""
 
 # Without a usable keyframe index (Matroska/WebM before their cues are loaded) a seek is blind:
 # it only pays off when the gap is longer than a typical GOP (x264's default is 250 frames,
 # 10 s at 25 fps; web video is usually 2-5 s).
 _BLIND_SEEK_SECONDS = 5.0
 
-_DOWNLOAD_CHUNK_BYTES = 1 << 20
+# FFmpeg's `max_pixels` is a C int.
+_FFMPEG_MAX_PIXELS = 2**31 - 1
+
+VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, dict, Any]
+"""What `load_video` and `read_video_metadata` read (see the module docstring)."""
 
 
 class VideoDecodeError(Exception):
-    """A video could not be read. The message starts with the file (or URL) and says why."""
+    """A video could not be read. The message starts with the input (file, URL or in-memory video) and says why."""
 
 
 def _error(source: str, reason: str) -> VideoDecodeError:
     return VideoDecodeError(f"{source}: {reason}")
+
+
+@contextlib.contextmanager
+def _reading(source: str, timeout: float) -> Iterator[None]:
+    """Whatever goes wrong inside (FFmpeg errors of any class, allocation failures, OS errors, values PyAV cannot
+    convert) becomes a `VideoDecodeError` naming ``source``."""
+    try:
+        yield
+    except (VideoDecodeError, Warning):  # a warning raised as an error (warnings filter) stays what it is
+        raise
+    except av.error.ExitError as exc:
+        raise _error(source, f"timed out after {timeout} s while reading") from exc
+    except (MemoryError, av.error.MemoryError) as exc:
+        raise _error(source, "ran out of memory while decoding") from exc
+    except Exception as exc:
+        raise _error(source, f"cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 class _Deadline:
@@ -72,6 +118,14 @@ class _Deadline:
             raise _error(self.source, f"gave up after {self.seconds} s (total_timeout) while {activity}")
 
 
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float
+    total_timeout: float | None
+    max_frame_pixels: int
+    max_download_bytes: int
+
+
 @dataclass
 class VideoFileMetadata(VideoMetadata):
     """
@@ -79,11 +133,13 @@ class VideoFileMetadata(VideoMetadata):
 
     ``width``/``height`` are those of the upright frames (after ``rotation``), i.e. of the arrays
     `load_video` returns. ``total_num_frames`` is the container's frame count when it has one,
-    else ``round(duration * fps)`` (then ``frame_count_is_estimate`` is True: Matroska/WebM).
+    else ``round(duration * fps)`` (then ``frame_count_is_estimate`` is True: Matroska/WebM), else
+    (raw elementary streams) the frames counted by decoding.
 
     Extra fields:
         rotation (`int`): degrees counter-clockwise applied to decoded frames to make them upright
-            (display-matrix side data, else the legacy ``rotate`` stream tag).
+            (display-matrix side data, else the legacy ``rotate`` stream tag; values that are not
+            finite numbers are ignored).
         frame_count_is_estimate (`bool`): whether ``total_num_frames`` was estimated.
         num_decoded_frames (`int`): frames the decoder produced for the call, wanted or not (a
             measure of the decoding work; set by `load_video`).
@@ -94,57 +150,161 @@ class VideoFileMetadata(VideoMetadata):
     num_decoded_frames: int | None = None
 
 
+def _is_frame_decoder(source) -> bool:
+    """A torchcodec ``VideoDecoder`` (or anything with its ``metadata`` and ``get_frames_at``)."""
+    return callable(getattr(source, "get_frames_at", None)) and hasattr(source, "metadata")
+
+
+def video_name(source: VideoSource) -> str:
+    """How messages name a video: its path or URL, a `datasets` dict's path, else a short description."""
+    if isinstance(source, dict):
+        path = source.get("path")
+        if path:
+            return os.fspath(path)
+        encoded = source.get("bytes")
+        return f"<{len(encoded)} bytes>" if encoded is not None else "<video dict without path or bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{memoryview(source).nbytes} bytes>"
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return f"<{type(source).__name__}>"
+
+
+class _Input(NamedTuple):
+    """One video opened for PyAV as often as needed: ``open()`` gives a path or a file object at the video's start."""
+
+    name: str
+    open: Callable[[], str | BinaryIO]
+    protocols: str  # FFmpeg's protocol_whitelist: "file" for a path; none at all for memory and file objects
+
+
+# Matches no FFmpeg protocol: custom I/O needs none, and nothing named inside the input may be opened.
+_NO_PROTOCOL = "none"
+
+
+def _short_suffix(url: str) -> str:
+    """The URL's file extension when it looks like one (a hint for FFmpeg's probe), else nothing."""
+    suffix = os.path.splitext(urlparse(url).path)[1]
+    return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
+
+
+def _download(url: str, path: str, limits: _Limits, deadline: _Deadline) -> None:
+    """Write ``url``'s body to ``path``: Content-Length checked first, then every read against the size cap and the
+    deadline (a server trickling bytes must not outlive ``total_timeout``)."""
+    cap = limits.max_download_bytes
+    headers = {"Accept-Encoding": "identity"}  # counted bytes are the bytes written: no decompression bombs
+    try:
+        with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=limits.timeout) as response:
+            response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _error(url, f"the server announces {declared} bytes, over max_download_bytes={cap}")
+            received = 0
+            with open(path, "wb") as file:
+                for chunk in response.iter_bytes():  # as each network read returns
+                    deadline.check("downloading")
+                    received += len(chunk)
+                    if received > cap:
+                        raise _error(url, f"download exceeds max_download_bytes={cap}")
+                    file.write(chunk)
+    except httpx.HTTPError as exc:
+        raise _error(url, f"download failed ({exc})") from exc
+
+
 @contextlib.contextmanager
-def _local_video_file(source: str | os.PathLike, timeout: float, deadline: _Deadline) -> Iterator[str]:
-    """Yield a local path for ``source``; http(s) URLs are downloaded to a temporary file."""
-    source = os.fspath(source)
-    if urlparse(source).scheme not in ("http", "https"):
-        yield source
+def _video_input(source: VideoSource, limits: _Limits, deadline: _Deadline) -> Iterator[_Input]:
+    """``source`` as an `_Input`; http(s) URLs are downloaded to a temporary file, removed afterwards. A file
+    object is read from its current position and left there."""
+    name = video_name(source)
+    if isinstance(source, dict):
+        if source.get("bytes") is not None:
+            source = source["bytes"]
+        elif source.get("path"):
+            source = source["path"]
+        else:
+            raise _error(name, "expected a `datasets` video dict with `path` or `bytes`")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        # One copy at most (of a bytearray or memoryview); BytesIO shares the buffer of `bytes`.
+        encoded = source if isinstance(source, bytes) else memoryview(source).tobytes()
+        if not encoded:
+            raise _error(name, "empty input (0 bytes)")
+        yield _Input(name, lambda: io.BytesIO(encoded), _NO_PROTOCOL)
         return
-    suffix = os.path.splitext(urlparse(source).path)[1]
-    with tempfile.TemporaryDirectory(prefix="ila_video_") as directory:
-        path = os.path.join(directory, f"video{suffix}")
-        try:
-            with httpx.stream("GET", source, follow_redirects=True, timeout=timeout) as response:
-                response.raise_for_status()
-                with open(path, "wb") as file:
-                    for chunk in response.iter_bytes(_DOWNLOAD_CHUNK_BYTES):
-                        deadline.check("downloading")
-                        file.write(chunk)
-        except httpx.HTTPError as exc:
-            raise _error(source, f"download failed ({exc})") from exc
-        yield path
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        with contextlib.ExitStack() as cleanup:
+            with _reading(name, limits.timeout):
+                if urlparse(path).scheme in ("http", "https"):
+                    directory = cleanup.enter_context(
+                        tempfile.TemporaryDirectory(prefix="ila_video_", ignore_cleanup_errors=True)
+                    )
+                    path = os.path.join(directory, f"video{_short_suffix(name)}")
+                    _download(name, path, limits, deadline)
+                elif not os.path.exists(path):
+                    raise _error(name, "no such file")
+                elif not os.path.isfile(path):
+                    raise _error(name, "not a regular file")
+                elif os.path.getsize(path) == 0:
+                    raise _error(name, "empty file (0 bytes)")
+            yield _Input(name, lambda: path, "file")
+        return
+    if not callable(getattr(source, "read", None)):
+        raise _error(
+            name,
+            "expected a path, URL, bytes, binary file object, `datasets` video dict or torchcodec VideoDecoder, "
+            f"got {type(source).__name__}",
+        )
+    with _reading(name, limits.timeout):
+        start = source.tell() if source.seekable() else None
+
+    def rewound() -> BinaryIO:
+        if start is not None:
+            source.seek(start)
+        return source
+
+    try:
+        yield _Input(name, rewound, _NO_PROTOCOL)
+    finally:
+        with _reading(name, limits.timeout):
+            rewound()
 
 
 @contextlib.contextmanager
-def _open_video(source: str, path: str, timeout: float) -> Iterator["av.container.InputContainer"]:
-    """``av.open`` with every failure turned into a `VideoDecodeError` naming ``source``."""
-    if not os.path.exists(path):
-        raise _error(source, "no such file")
-    if not os.path.isfile(path):
-        raise _error(source, "not a regular file")
-    if os.path.getsize(path) == 0:
-        raise _error(source, "empty file (0 bytes)")
+def _open_video(video: _Input, limits: _Limits) -> Iterator["av.container.InputContainer"]:
+    """``av.open`` restricted to `VIDEO_DEMUXERS`, every failure a `VideoDecodeError` naming the input."""
+    options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": video.protocols}
     try:
         # Tags are free text; a damaged or non-UTF-8 one must not make the frames unreadable.
-        container = av.open(path, timeout=timeout, metadata_errors="replace")
+        container = av.open(
+            video.open(), timeout=limits.timeout, metadata_errors="replace", container_options=options
+        )
     except av.error.ExitError as exc:
-        raise _error(source, f"timed out after {timeout} s while opening") from exc
-    except (av.error.FFmpegError, OSError) as exc:
-        raise _error(source, f"not a readable video container ({exc})") from exc
+        raise _error(video.name, f"timed out after {limits.timeout} s while opening") from exc
+    except av.error.ArgumentError as exc:
+        # The format whitelist refuses what it does not list with EINVAL.
+        raise _error(
+            video.name, f"not a readable video container, or a format refused here such as a playlist ({exc})"
+        ) from exc
+    except Exception as exc:
+        raise _error(video.name, f"not a readable video container ({type(exc).__name__}: {exc})") from exc
     with container:
         yield container
 
 
 def _rotation_of(first_frame: "av.VideoFrame", stream: "av.video.stream.VideoStream") -> int:
-    """Counter-clockwise degrees (a multiple of 90) that make the frames upright."""
+    """Counter-clockwise degrees (a multiple of 90) that make the frames upright; 0 for values that are no number."""
     rotation = first_frame.rotation
-    if not rotation:
+    if not rotation or not math.isfinite(rotation):
         # Files remuxed by old FFmpeg versions keep the clockwise "rotate" tag instead.
         tags = {key.lower(): value for key, value in stream.metadata.items()}
-        with contextlib.suppress(KeyError, ValueError):
+        try:
             rotation = -float(tags["rotate"])
-    return int(90 * round(rotation / 90)) % 360
+        except (KeyError, ValueError):
+            rotation = 0.0
+    return int(90 * round(rotation / 90)) % 360 if math.isfinite(rotation) else 0
 
 
 class _DecodedFrame(NamedTuple):
@@ -168,11 +328,12 @@ class _FrameReader:
     frames and never seek.
     """
 
-    def __init__(self, source: str, container, stream, timeout: float, deadline: _Deadline, allow_seek: bool):
+    def __init__(self, source: str, container, stream, limits: _Limits, deadline: _Deadline, allow_seek: bool):
         self.source = source
         self.container = container
         self.stream = stream
-        self.timeout = timeout
+        self.timeout = limits.timeout
+        self.max_frame_pixels = limits.max_frame_pixels
         self.deadline = deadline
         self.allow_seek = allow_seek
         self.num_decoded = 0
@@ -182,6 +343,8 @@ class _FrameReader:
             raise _error(source, "the video stream has no frame rate")
         self.fps = float(rate)
         stream.codec_context.thread_type = "AUTO"
+        # The decoder refuses a larger frame before allocating it (a frame size may change in any packet).
+        stream.codec_context.options = {"max_pixels": str(min(self.max_frame_pixels, _FFMPEG_MAX_PIXELS))}
         self._frames: Generator[_DecodedFrame] = _no_frames()
         self._restart_decoding()
         try:
@@ -225,12 +388,20 @@ class _FrameReader:
                 self.deadline.check("decoding")
                 try:
                     frames = packet.decode()
-                except av.error.ExitError:
+                except (av.error.ExitError, av.error.MemoryError):
                     raise
+                except av.error.ArgumentError as exc:
+                    # EINVAL: what `max_pixels` answers for a frame over the limit (damaged data is EINVALIDDATA).
+                    raise _error(
+                        self.source,
+                        f"the decoder refused a frame (over the limit of {self.max_frame_pixels} pixels, "
+                        f"max_frame_pixels, or of invalid size: {exc})",
+                    ) from exc
                 except av.error.FFmpegError:
                     self.skipped.add(packet.pts)
                     continue
                 for frame in frames:
+                    _check_frame_size(self.source, frame.width, frame.height, self.max_frame_pixels)
                     if frame.is_corrupt:
                         self.skipped.add(frame.pts)
                         continue
@@ -243,6 +414,8 @@ class _FrameReader:
                     yield _DecodedFrame(frame, time)
         except av.error.ExitError as exc:
             raise _error(self.source, f"timed out after {self.timeout} s while reading") from exc
+        except av.error.MemoryError:
+            raise
         except av.error.FFmpegError:
             # Unreadable data past this point (a truncated file): what was decoded stands.
             self.skipped.add(None)
@@ -257,6 +430,14 @@ class _FrameReader:
         if decoded is not None:
             self._lookahead.clear()
         return decoded
+
+    def count_remaining(self) -> int:
+        """Decode to the end of the stream, keeping only the last frame; returns the frames counted, current included."""
+        count = 1
+        while (decoded := self._take_next()) is not None:
+            self.current = decoded
+            count += 1
+        return count
 
     def remaining_frames(self) -> list[_DecodedFrame]:
         """The current frame and every frame after it, decoding to the end of the stream."""
@@ -353,90 +534,132 @@ def _metadata(container, stream, reader: _FrameReader) -> VideoFileMetadata:
     )
 
 
-def _count_frames_by_decoding(reader: _FrameReader, metadata: VideoFileMetadata) -> list[_DecodedFrame]:
-    """Decode the rest of the stream to learn its length; returns every frame."""
-    frames = reader.remaining_frames()
-    metadata.total_num_frames = len(frames)
+def _check_frame_size(source: str, width: int, height: int, max_frame_pixels: int) -> None:
+    if width * height > max_frame_pixels:
+        raise _error(
+            source,
+            f"frames of {width}x{height} pixels exceed the limit of {max_frame_pixels} pixels "
+            "(max_frame_pixels); a damaged header, or raise the limit for such video",
+        )
+
+
+def _set_counted_length(metadata: VideoFileMetadata, num_frames: int, fps: float) -> None:
+    metadata.total_num_frames = num_frames
     metadata.frame_count_is_estimate = False
     if metadata.duration is None:
-        metadata.duration = len(frames) / reader.fps
-    return frames
+        metadata.duration = num_frames / fps
 
 
 @contextlib.contextmanager
-def _video_reader(
-    source: str | os.PathLike, timeout: float, total_timeout: float | None, max_frame_pixels: int, allow_seek: bool
-):
-    source_name = os.fspath(source)
-    deadline = _Deadline(source_name, total_timeout)
-    with _local_video_file(source, timeout, deadline) as path, _open_video(source_name, path, timeout) as container:
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
-            raise _error(source_name, f"no video stream (streams found: {', '.join(kinds)})")
-        stream = container.streams.video[0]
-        if stream.codec_context is None:
-            raise _error(
-                source_name,
-                "no decoder for the video codec (unknown to PyAV's FFmpeg build, or a damaged stream header)",
-            )
-        try:
-            reader = _FrameReader(source_name, container, stream, timeout, deadline, allow_seek)
-        except av.error.FFmpegError as exc:
-            raise _error(source_name, f"cannot decode the video stream ({exc})") from exc
-        try:
-            width, height = reader.current.frame.width, reader.current.frame.height
-            if width * height > max_frame_pixels:
+def _video_reader(video: _Input, limits: _Limits, deadline: _Deadline, allow_seek: bool):
+    """A `_FrameReader` on the first video stream of ``video`` and its metadata; closed (decoder state dropped) on
+    exit. Failures while opening are `VideoDecodeError`s; exceptions of the caller's block pass through."""
+    with _open_video(video, limits) as container:
+        with _reading(video.name, limits.timeout):
+            if not container.streams.video:
+                kinds = sorted({stream.type for stream in container.streams}) or ["none"]
+                raise _error(video.name, f"no video stream (streams found: {', '.join(kinds)})")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:
                 raise _error(
-                    source_name,
-                    f"frames of {width}x{height} pixels exceed the limit of {max_frame_pixels} pixels "
-                    "(max_frame_pixels); a damaged header, or raise the limit for such video",
+                    video.name,
+                    "no decoder for the video codec (unknown to PyAV's FFmpeg build, or a damaged stream header)",
                 )
-            yield reader, _metadata(container, stream, reader)
+            _check_frame_size(
+                video.name, stream.codec_context.width, stream.codec_context.height, limits.max_frame_pixels
+            )
+            try:
+                reader = _FrameReader(video.name, container, stream, limits, deadline, allow_seek)
+            except av.error.FFmpegError as exc:
+                if isinstance(exc, (av.error.ExitError, av.error.MemoryError)):
+                    raise
+                raise _error(video.name, f"cannot decode the video stream ({exc})") from exc
+        try:
+            with _reading(video.name, limits.timeout):
+                metadata = _metadata(container, stream, reader)
+            yield reader, metadata
         finally:
             reader.close()
 
 
+def _limits_and_deadline(source, timeout, total_timeout, max_frame_pixels, max_download_bytes):
+    limits = _Limits(timeout, total_timeout, max_frame_pixels, max_download_bytes)
+    return limits, _Deadline(video_name(source), total_timeout)
+
+
+def _decoder_metadata(decoder, max_frame_pixels: int) -> VideoFileMetadata:
+    """Metadata of a torchcodec ``VideoDecoder`` (its ``metadata``: num_frames, average_fps, width, height,
+    duration_seconds)."""
+    name = video_name(decoder)
+    with _reading(name, DEFAULT_TIMEOUT):
+        stream = decoder.metadata
+        width, height = int(stream.width), int(stream.height)
+        _check_frame_size(name, width, height, max_frame_pixels)
+        num_frames, fps = stream.num_frames, stream.average_fps
+        if not num_frames or not fps:
+            raise _error(name, f"the decoder reports no frame count or frame rate ({num_frames}, {fps})")
+        return VideoFileMetadata(
+            total_num_frames=int(num_frames),
+            fps=float(fps),
+            width=width,
+            height=height,
+            duration=stream.duration_seconds,
+            video_backend="torchcodec",
+        )
+
+
 def read_video_metadata(
-    source: str | os.PathLike,
+    source: VideoSource,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
 ) -> VideoFileMetadata:
     """
-    Frame count, fps, duration, upright size and rotation of a video file (or http(s) URL).
+    Frame count, fps, duration, upright size and rotation of a video (any `VideoSource`).
 
     The first frame is decoded (to learn the rotation and to make sure the stream decodes). A
-    stream with neither a frame count nor a duration (a raw elementary stream) is decoded to the
-    end to count its frames. ``timeout``, ``total_timeout`` and ``max_frame_pixels`` are as in
-    `load_video`.
+    stream with neither a frame count nor a duration (a raw elementary stream such as ``.h264``)
+    is decoded to the end to count its frames, keeping one frame at a time. ``timeout``,
+    ``total_timeout``, ``max_frame_pixels`` and ``max_download_bytes`` are as in `load_video`.
 
     Raises:
-        `VideoDecodeError`: the file is missing, empty, not a video, has no video stream, uses a
-            codec PyAV cannot decode, yields no frame, has frames over ``max_frame_pixels``, or a
-            read or the whole call times out.
+        `VideoDecodeError`: the input is missing, empty, not a video (or a playlist), has no video
+            stream, uses a codec PyAV cannot decode, yields no frame, has frames over
+            ``max_frame_pixels``, a download fails or exceeds ``max_download_bytes``, a read or the
+            whole call times out, or anything else fails while reading it.
     """
-    with _video_reader(source, timeout, total_timeout, max_frame_pixels, allow_seek=False) as (reader, metadata):
-        if metadata.total_num_frames is None:
-            _count_frames_by_decoding(reader, metadata)
-        return metadata
+    if _is_frame_decoder(source):
+        return _decoder_metadata(source, max_frame_pixels)
+    limits, deadline = _limits_and_deadline(source, timeout, total_timeout, max_frame_pixels, max_download_bytes)
+    with _video_input(source, limits, deadline) as video:
+        with _video_reader(video, limits, deadline, allow_seek=False) as (reader, metadata):
+            if metadata.total_num_frames is None:
+                with _reading(video.name, timeout):
+                    _set_counted_length(metadata, reader.count_remaining(), reader.fps)
+            return metadata
 
 
 def load_video(
-    source: str | os.PathLike,
+    source: VideoSource,
     frame_indices: np.ndarray | list[int] | Callable[[VideoFileMetadata], np.ndarray] | None = None,
     *,
     seek: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
 ) -> tuple[np.ndarray, VideoFileMetadata]:
     """
-    Decode the requested frames of a video file (or http(s) URL) as upright RGB.
+    Decode the requested frames of a video as upright RGB.
 
     Args:
-        source (`str` or `os.PathLike`): a local path, or an http(s) URL (downloaded to a
-            temporary file, removed afterwards).
+        source (`VideoSource`): a local path; an http(s) URL (downloaded to a temporary file,
+            removed afterwards); the encoded bytes (``bytes``, ``bytearray``, ``memoryview``); a
+            binary file object (read from its current position, which it is left at); a `datasets`
+            video dict ``{"path": ..., "bytes": ...}`` (the bytes when present, else the path); or
+            a torchcodec ``VideoDecoder`` (frames by index through its ``get_frames_at``).
         frame_indices: integer indices of any shape (e.g. ``(T,)`` or ``(views, T)`` from
             ``sampling.sample_frame_indices``), or a callable ``metadata -> indices`` (so the plan
             can depend on the frame count without opening the file twice), or ``None`` for every
@@ -444,11 +667,13 @@ def load_video(
             once.
         seek (`bool`): seek to the keyframe before far-away frames (default). ``False`` decodes
             forward from the start up to the last wanted frame.
-        timeout (`float`): seconds allowed for opening and for each read.
+        timeout (`float`): seconds allowed for opening and for each read (of the file or the network).
         total_timeout (`float`, *optional*): seconds allowed for the whole call, download included
-            (checked between packets; None for no limit). Decoding every frame of a long video
-            (``frame_indices=None``) may need more than the default.
-        max_frame_pixels (`int`): larger frames (width x height) are refused rather than decoded.
+            (checked between packets and network reads; None for no limit). Decoding every frame of a
+            long video (``frame_indices=None``) may need more than the default.
+        max_frame_pixels (`int`): larger frames (width x height) are refused rather than decoded,
+            whether the first or any later frame.
+        max_download_bytes (`int`): larger downloads are refused (the announced size first).
 
     Returns:
         `tuple[np.ndarray, VideoFileMetadata]`: ``uint8`` frames of shape
@@ -462,37 +687,80 @@ def load_video(
         `VideoDecodeError`: as `read_video_metadata`.
         `ValueError`: indices that are not integers or fall outside ``[0, total_num_frames - 1]``.
     """
-    source_name = os.fspath(source)
-    with _video_reader(source, timeout, total_timeout, max_frame_pixels, allow_seek=seek) as (reader, metadata):
-        every_frame = None
-        if frame_indices is None or metadata.total_num_frames is None:
-            every_frame = _count_frames_by_decoding(reader, metadata)
-        if frame_indices is None:
-            indices = np.arange(metadata.total_num_frames)
-        else:
-            indices = np.asarray(frame_indices(metadata) if callable(frame_indices) else frame_indices)
-            _check_indices(indices, metadata.total_num_frames)
-        slots, inverse = np.unique(indices, return_inverse=True)
-        if every_frame is not None:
-            wanted = [every_frame[slot] for slot in slots]
-        else:
-            wanted = [reader.frame_at(int(slot)) for slot in slots]
-            _warn_if_short(source_name, reader, metadata, int(slots[-1]))
-        first = wanted[0].frame
-        rgb_by_frame = {}
-        for decoded in wanted:
-            if id(decoded) not in rgb_by_frame:
-                rgb_by_frame[id(decoded)] = _to_upright_rgb(decoded.frame, metadata.rotation, first.width, first.height)
-        video = np.stack([rgb_by_frame[id(decoded)] for decoded in wanted])[inverse.reshape(indices.shape)]
-        if reader.skipped:
-            warnings.warn(
-                f"{source_name}: skipped {len(reader.skipped)} undecodable packet(s) or corrupt frame(s); "
-                "neighbouring good frames were used instead.",
-                stacklevel=2,
-            )
-        metadata.frames_indices = indices
-        metadata.num_decoded_frames = reader.num_decoded
-        return video, metadata
+    if _is_frame_decoder(source):
+        return _load_with_decoder(source, frame_indices, max_frame_pixels)
+    limits, deadline = _limits_and_deadline(source, timeout, total_timeout, max_frame_pixels, max_download_bytes)
+    with _video_input(source, limits, deadline) as video:
+        with _video_reader(video, limits, deadline, allow_seek=seek) as (reader, metadata):
+            every_frame = None
+            with _reading(video.name, timeout):
+                if frame_indices is None:
+                    every_frame = reader.remaining_frames()
+                    _set_counted_length(metadata, len(every_frame), reader.fps)
+                elif metadata.total_num_frames is None:
+                    # Count first, keeping no frames (a raw stream cannot seek back: it is read again below).
+                    _set_counted_length(metadata, reader.count_remaining(), reader.fps)
+                    reader.close()
+            indices = _plan_indices(frame_indices, metadata)
+            slots, inverse = np.unique(indices, return_inverse=True)
+            with _reading(video.name, timeout):
+                if every_frame is not None:
+                    wanted = [every_frame[slot] for slot in slots]
+                    num_decoded = reader.num_decoded
+                elif reader.current is not None:
+                    wanted, num_decoded = _frames_at(reader, slots, metadata), reader.num_decoded
+                else:
+                    with _video_reader(video, limits, deadline, allow_seek=False) as (second_reader, _):
+                        wanted = _frames_at(second_reader, slots, metadata)
+                        num_decoded = reader.num_decoded + second_reader.num_decoded
+                video_frames = _upright_rgb_frames(wanted, metadata.rotation)[inverse.reshape(indices.shape)]
+            if reader.skipped:
+                warnings.warn(
+                    f"{video.name}: skipped {len(reader.skipped)} undecodable packet(s) or corrupt frame(s); "
+                    "neighbouring good frames were used instead.",
+                    stacklevel=2,
+                )
+            metadata.frames_indices = indices
+            metadata.num_decoded_frames = num_decoded
+            return video_frames, metadata
+
+
+def _plan_indices(frame_indices, metadata: VideoFileMetadata) -> np.ndarray:
+    if frame_indices is None:
+        return np.arange(metadata.total_num_frames)
+    indices = np.asarray(frame_indices(metadata) if callable(frame_indices) else frame_indices)
+    _check_indices(indices, metadata.total_num_frames)
+    return indices
+
+
+def _frames_at(reader: _FrameReader, slots: np.ndarray, metadata: VideoFileMetadata) -> list[_DecodedFrame]:
+    wanted = [reader.frame_at(int(slot)) for slot in slots]
+    _warn_if_short(reader, metadata, int(slots[-1]))
+    return wanted
+
+
+def _upright_rgb_frames(wanted: list[_DecodedFrame], rotation: int) -> np.ndarray:
+    """(N, H, W, 3) RGB of the wanted frames (each distinct frame converted once)."""
+    first = wanted[0].frame
+    rgb_by_frame = {}
+    for decoded in wanted:
+        if id(decoded) not in rgb_by_frame:
+            rgb_by_frame[id(decoded)] = _to_upright_rgb(decoded.frame, rotation, first.width, first.height)
+    return np.stack([rgb_by_frame[id(decoded)] for decoded in wanted])
+
+
+def _load_with_decoder(decoder, frame_indices, max_frame_pixels: int) -> tuple[np.ndarray, VideoFileMetadata]:
+    """`load_video` through a torchcodec ``VideoDecoder``: frames by index (``get_frames_at(indices=...)``, whose
+    ``.data`` is (N, 3, H, W) uint8); torchcodec counts frames, so variable-frame-rate video follows its rule."""
+    metadata = _decoder_metadata(decoder, max_frame_pixels)
+    indices = _plan_indices(frame_indices, metadata)
+    slots, inverse = np.unique(indices, return_inverse=True)
+    with _reading(video_name(decoder), DEFAULT_TIMEOUT):
+        frames = np.asarray(decoder.get_frames_at(indices=slots.tolist()).data).transpose(0, 2, 3, 1)
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)[inverse.reshape(indices.shape)]
+    metadata.frames_indices = indices
+    metadata.num_decoded_frames = len(slots)
+    return frames, metadata
 
 
 def _check_indices(indices: np.ndarray, total_num_frames: int) -> None:
@@ -508,13 +776,13 @@ def _check_indices(indices: np.ndarray, total_num_frames: int) -> None:
         )
 
 
-def _warn_if_short(source: str, reader: _FrameReader, metadata: VideoFileMetadata, last_wanted: int) -> None:
+def _warn_if_short(reader: _FrameReader, metadata: VideoFileMetadata, last_wanted: int) -> None:
     last_available = reader.slot_of(reader.current)
     missing = last_wanted - last_available
     if reader.ended and missing > (1 if metadata.frame_count_is_estimate else 0):
         count_kind = "estimated" if metadata.frame_count_is_estimate else "declared"
         warnings.warn(
-            f"{source}: the stream ends at frame {last_available} but frame {last_wanted} was requested "
+            f"{reader.source}: the stream ends at frame {last_available} but frame {last_wanted} was requested "
             f"({count_kind} frame count {metadata.total_num_frames}); used the last frame instead.",
-            stacklevel=3,
+            stacklevel=4,
         )

@@ -1,9 +1,14 @@
 """PyAV decoding: the right frames (read back from their pixels), little decoding work, clear errors."""
 
 import contextlib
+import http.server
 import io
+import itertools
 import os
 import pickle
+import re
+import threading
+import time
 import warnings
 
 import av
@@ -344,43 +349,66 @@ def test_invalid_indices_are_rejected(clip_mp4, indices, message):
 
 
 # ---------------------------------------------------------------- URLs
-class FakeResponse:
-    def __init__(self, content: bytes, status_code: int = 200):
-        self.content = content
-        self.status_code = status_code
+class VideoServer(http.server.ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 with hostile routes; every response ends on its own (bounded length and time) or
+    when the client goes away, and `stop` ends them all."""
 
-    def raise_for_status(self):
-        if self.status_code != 200:
-            request = video_io.httpx.Request("GET", "https://example.com/clip.mp4")
-            response = video_io.httpx.Response(self.status_code, request=request)
-            raise video_io.httpx.HTTPStatusError("404 Not Found", request=request, response=response)
+    daemon_threads = True
 
-    def iter_bytes(self, chunk_size):
-        stream = io.BytesIO(self.content)
-        while chunk := stream.read(chunk_size):
-            yield chunk
+    def __init__(self, video: bytes):
+        super().__init__(("127.0.0.1", 0), VideoRequestHandler)
+        self.video = video
+        self.stopping = threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class VideoRequestHandler(http.server.BaseHTTPRequestHandler):
+    """/video/<name>: the video with its Content-Length; /slow: one byte every 0.5 s (at most 60); /endless: 64 KiB
+    chunks without a length (at most 256 MiB); /huge: announces 10**12 bytes; anything else: 404."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, chunks, length: int | None = None) -> None:
+        self.send_response(200)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client gave up: that is the point of these routes
+            for chunk in chunks:
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(chunk)
+                self.wfile.flush()
+
+    def do_GET(self):
+        if self.path.startswith("/video/"):
+            self._send([self.server.video], len(self.server.video))
+        elif self.path == "/slow":
+            self._send(time.sleep(0.5) or b"\0" for _ in range(60))
+        elif self.path == "/endless":
+            self._send(itertools.repeat(bytes(1 << 16), 4096))
+        elif self.path == "/huge":
+            self._send([bytes(1024)], 10**12)
+        else:
+            self.send_error(404)
 
 
 @pytest.fixture
-def fake_http(monkeypatch):
-    """Serve `fake_http.content` for any URL through `httpx.stream`; records the calls."""
-
-    class Server:
-        content = b""
-        status_code = 200
-        calls = []
-
-    @contextlib.contextmanager
-    def stream(method, url, **kwargs):
-        Server.calls.append((method, url, kwargs))
-        yield FakeResponse(Server.content, Server.status_code)
-
-    monkeypatch.setattr(video_io.httpx, "stream", stream)
-    return Server
+def video_server(clip_mp4):
+    server = VideoServer(clip_mp4.read_bytes())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
-def test_url_is_downloaded_to_a_temporary_file_then_removed(clip_mp4, fake_http, monkeypatch):
-    fake_http.content = clip_mp4.read_bytes()
+def test_url_is_downloaded_to_a_temporary_file_then_removed(video_server, monkeypatch):
     opened_paths = []
     real_open = av.open
 
@@ -389,17 +417,52 @@ def test_url_is_downloaded_to_a_temporary_file_then_removed(clip_mp4, fake_http,
         return real_open(path, **kwargs)
 
     monkeypatch.setattr(video_io.av, "open", spy_open)
-    frames, metadata = load_video("https://example.com/videos/clip.mp4?sig=abc", [3, 40])
+    frames, metadata = load_video(video_server.url("/video/clip.mp4?sig=abc"), [3, 40])
     assert read_indices(frames) == [3, 40] and metadata.total_num_frames == 60
-    method, url, kwargs = fake_http.calls[0]
-    assert (method, url, kwargs["follow_redirects"]) == ("GET", "https://example.com/videos/clip.mp4?sig=abc", True)
-    assert opened_paths[0].endswith(".mp4") and not os.path.exists(opened_paths[0])
+    assert opened_paths[0].endswith("video.mp4") and not os.path.exists(opened_paths[0])
 
 
-def test_failed_download_names_the_url(fake_http):
-    fake_http.status_code = 404
-    with pytest.raises(VideoDecodeError, match=r"https://example\.com/gone\.mp4: download failed"):
-        load_video("https://example.com/gone.mp4", [0])
+def test_a_url_with_a_300_character_file_name_downloads(video_server):
+    frames, _ = load_video(video_server.url("/video/" + "x" * 150 + "." + "y" * 150), [7])
+    assert read_indices(frames) == [7]
+
+
+def test_failed_download_names_the_url(video_server):
+    url = video_server.url("/gone.mp4")
+    with pytest.raises(VideoDecodeError, match=rf"{re.escape(url)}: download failed"):
+        load_video(url, [0])
+
+
+def test_a_server_trickling_bytes_is_stopped_by_the_total_timeout(video_server):
+    url = video_server.url("/slow")  # a byte every 0.5 s never trips the 2 s read timeout
+    started = time.monotonic()
+    with pytest.raises(VideoDecodeError, match=rf"{re.escape(url)}: gave up after 1\.5 s \(total_timeout\) while down"):
+        load_video(url, [0], timeout=2, total_timeout=1.5)
+    assert time.monotonic() - started < 4
+
+
+def test_an_endless_download_stops_at_max_download_bytes(video_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(video_io.tempfile, "tempdir", str(tmp_path))
+    url = video_server.url("/endless")
+    with pytest.raises(VideoDecodeError, match=rf"{re.escape(url)}: download exceeds max_download_bytes=1000000"):
+        read_video_metadata(url, max_download_bytes=10**6)
+    assert list(tmp_path.iterdir()) == []  # the partial download is removed
+
+
+def test_an_announced_size_over_the_cap_is_refused_before_reading(video_server):
+    url = video_server.url("/huge")
+    with pytest.raises(VideoDecodeError, match=r"announces 1000000000000 bytes, over max_download_bytes=2147483648"):
+        load_video(url, [0])
+
+
+def test_an_os_error_while_downloading_is_a_decode_error(video_server, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video_io.tempfile, "TemporaryDirectory", no_space)
+    url = video_server.url("/video/clip.mp4")
+    with pytest.raises(VideoDecodeError, match=rf"{re.escape(url)}: cannot be read \(OSError: .*No space left"):
+        load_video(url, [0])
 
 
 def test_decoding_is_quiet_on_good_files(container_videos):
