@@ -216,8 +216,7 @@ def _download(url: str, path: str, limits: _Limits, deadline: _Deadline) -> None
 
 @contextlib.contextmanager
 def _video_input(source: VideoSource, limits: _Limits, deadline: _Deadline) -> Iterator[_Input]:
-    """``source`` as an `_Input`; http(s) URLs are downloaded to a temporary file, removed afterwards. A file
-    object is read from its current position and left there."""
+    """``source`` as an `_Input`; http(s) URLs are downloaded to a temporary file, removed afterwards."""
     name = video_name(source)
     if isinstance(source, dict):
         if source.get("bytes") is not None:
@@ -258,18 +257,19 @@ def _video_input(source: VideoSource, limits: _Limits, deadline: _Deadline) -> I
             f"got {type(source).__name__}",
         )
     with _reading(name, limits.timeout):
-        start = source.tell() if source.seekable() else None
+        position = source.tell() if source.seekable() else None
 
-    def rewound() -> BinaryIO:
-        if start is not None:
-            source.seek(start)
+    def from_the_start() -> BinaryIO:
+        if position is not None:
+            source.seek(0)
         return source
 
     try:
-        yield _Input(name, rewound, _NO_PROTOCOL)
+        yield _Input(name, from_the_start, _NO_PROTOCOL)
     finally:
-        with _reading(name, limits.timeout):
-            rewound()
+        if position is not None:
+            with _reading(name, limits.timeout):
+                source.seek(position)
 
 
 @contextlib.contextmanager
@@ -657,7 +657,8 @@ def load_video(
     Args:
         source (`VideoSource`): a local path; an http(s) URL (downloaded to a temporary file,
             removed afterwards); the encoded bytes (``bytes``, ``bytearray``, ``memoryview``); a
-            binary file object (read from its current position, which it is left at); a `datasets`
+            binary file object (a seekable one is read from its start and left at its position; a stream
+            is read once); a `datasets`
             video dict ``{"path": ..., "bytes": ...}`` (the bytes when present, else the path); or
             a torchcodec ``VideoDecoder`` (frames by index through its ``get_frames_at``).
         frame_indices: integer indices of any shape (e.g. ``(T,)`` or ``(views, T)`` from

@@ -6,7 +6,11 @@ back from decoded pixels. So a test can check *which* frames a decoder returned,
 """
 
 import fractions
+import io
 import os
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import av
@@ -78,6 +82,7 @@ def write_video(
     frame_times_ms: list[int] | None = None,
     rotation: int | None = None,
     rotate_tag: int | None = None,
+    stream_tags: dict[str, str] | None = None,
     audio: bool = False,
     container_options: dict[str, str] | None = None,
     frames: np.ndarray | None = None,
@@ -93,6 +98,7 @@ def write_video(
             the upright ones rotated the other way, as a phone camera writes them, so a decoder
             that honours the matrix gets ``index_frame(i)`` of size ``(height, width)`` back.
         rotate_tag: the legacy clockwise ``rotate`` stream tag instead (Matroska keeps it).
+        stream_tags: free-text tags of the video stream, written as given (e.g. ``{"rotate": "nan"}``).
         audio: add a silent AAC/Opus/MP3 track after the video track.
         frames: (N, H, W, 3) uint8 frames to write instead of the index pattern.
         noise: add seeded uniform noise in ``[-noise, noise]`` (incompressible, so packets are
@@ -125,6 +131,7 @@ def write_video(
             stream.set_display_rotation(rotation)
         if rotate_tag is not None:
             stream.metadata["rotate"] = str(rotate_tag)
+        stream.metadata.update(stream_tags or {})
         audio_stream = _add_audio_stream(container, path.suffix) if audio else None
         for i, image in enumerate(stored):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
@@ -200,6 +207,132 @@ def replace_codec_tag(source: str | os.PathLike, target: str | os.PathLike, old:
     target = Path(target)
     target.write_bytes(data.replace(old, new))
     return target
+
+
+def jpeg_bytes(frame: np.ndarray) -> bytes:
+    """One baseline JPEG (full-range 4:2:0) of an (H, W, 3) uint8 frame."""
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.height, encoder.width = frame.shape[:2]
+    encoder.pix_fmt, encoder.time_base = "yuvj420p", fractions.Fraction(1, 25)
+    rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    return bytes(encoder.encode(rgb.reformat(format="yuvj420p"))[0])
+
+
+def declare_jpeg_size(jpeg: bytes, height: int, width: int) -> bytes:
+    """The same JPEG with its frame header (SOF0) claiming ``height`` x ``width``: a few KB declaring gigabytes."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9 :]
+
+
+def write_mjpeg_packets(path: str | os.PathLike, jpegs: list[bytes], fps: int = 25) -> Path:
+    """A Matroska (or AVI) file with one MJPEG packet per given JPEG, as they are: sizes may change from frame to
+    frame (the stream header states the first frame's)."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        first = av.CodecContext.create("mjpeg", "r").decode(av.Packet(jpegs[0]))[0]
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuvj420p"
+        for index, jpeg in enumerate(jpegs):
+            packet = av.Packet(jpeg)
+            packet.stream, packet.pts, packet.dts = stream, index, index
+            packet.time_base, packet.is_keyframe = fractions.Fraction(1, fps), True
+            container.mux(packet)
+    return path
+
+
+def write_raw_h264(path: str | os.PathLike, num_frames: int, *, width: int = 64, height: int = 48) -> Path:
+    """An Annex B ``.h264`` elementary stream of index frames: no container, so no frame count, duration or index."""
+    return write_video(Path(path).with_suffix(".h264"), num_frames, width=width, height=height, codec="libx264")
+
+
+def write_repeated_h264_frame(path: str | os.PathLike, num_frames: int, *, width: int, height: int) -> Path:
+    """A raw ``.h264`` stream of one intra-coded index frame written ``num_frames`` times: large decoded frames at
+    almost no encoding cost (each copy decodes on its own)."""
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base, encoder.options = fractions.Fraction(1, 25), {"preset": "ultrafast", "tune": "zerolatency"}
+    frame = av.VideoFrame.from_ndarray(index_frame(1, height, width), format="rgb24").reformat(format="yuv420p")
+    packets = encoder.encode(frame) + encoder.encode(None)
+    path = Path(path)
+    path.write_bytes(b"".join(bytes(packet) for packet in packets) * num_frames)
+    return path
+
+
+def peak_rss_growth_mb(script: str, *args: str, address_space_gb: float = 4.0, timeout: float = 120) -> float:
+    """
+    Run ``script`` in a fresh Python (``sys.argv[1:]`` = ``args``) and return how far its peak RSS rose, in MiB,
+    during the part after the line ``MEASURE_FROM_HERE`` (imports and warm-up before it are not counted). The child's
+    address space is capped ``address_space_gb`` above its size at that line, so a runaway allocation fails there
+    (the script's exit status is then non-zero) instead of exhausting a shared machine.
+    """
+    prologue, body = script.split("MEASURE_FROM_HERE\n")
+    child = f"""{prologue}
+import resource
+_vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+_cap = _vm + int({address_space_gb} * 1024**3)
+resource.setrlimit(resource.RLIMIT_AS, (_cap, _cap))
+_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+{body}
+print("PEAK_RSS_GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - _before)
+"""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=timeout, env=environment
+    )
+    assert result.returncode == 0, f"the measured script failed:\n{result.stdout}\n{result.stderr[-3000:]}"
+    growth_kb = int(result.stdout.split("PEAK_RSS_GROWTH_KB")[-1])
+    return growth_kb / 1024
+
+
+INPUT_FORMS = (
+    "str",
+    "Path",
+    "bytes",
+    "bytearray",
+    "memoryview",
+    "BytesIO",
+    "open file",
+    "datasets dict with bytes",
+    "datasets dict with a path",
+)
+
+
+def video_in_form(path: Path, form: str):
+    """The video at ``path`` as one of `INPUT_FORMS` (a fresh object each call: file objects are consumed). An open
+    file is closed when the garbage collector takes it."""
+    if form == "str":
+        return str(path)
+    if form == "Path":
+        return path
+    if form == "open file":
+        return path.open("rb")
+    data = path.read_bytes()
+    return {
+        "bytes": data,
+        "bytearray": bytearray(data),
+        "memoryview": memoryview(data),
+        "BytesIO": io.BytesIO(data),
+        "datasets dict with bytes": {"path": path.name, "bytes": data},
+        "datasets dict with a path": {"path": str(path), "bytes": None},
+    }[form]
+
+
+class FakeFrameDecoder:
+    """The part of torchcodec's ``VideoDecoder`` that ila_hf uses (torchcodec is not installed here): ``metadata``
+    (num_frames, average_fps, width, height, duration_seconds) and ``get_frames_at(indices=...)`` returning an
+    object whose ``data`` is (N, 3, H, W) uint8. Serves the given (N, H, W, 3) frames; records the requests."""
+
+    def __init__(self, frames: np.ndarray, fps: float):
+        self.frames = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+        count, height, width = frames.shape[:3]
+        self.metadata = types.SimpleNamespace(
+            num_frames=count, average_fps=fps, width=width, height=height, duration_seconds=count / fps
+        )
+        self.requests = []
+
+    def get_frames_at(self, indices):
+        self.requests.append(list(indices))
+        return types.SimpleNamespace(data=self.frames[list(indices)])
 
 
 class ContainerProxy:
