@@ -28,6 +28,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 
+MAX_ASPECT_RATIO = 4.0
+"""Longest side / shortest side of a frame before it is resized; longer frames are centre-cropped to it. Real
+video stays well below (21:9 is 2.33, 32:9 is 3.56); a 16384x4 frame would otherwise be resized to 256 x 1M pixels.
+The resized frame of a short side ``s`` therefore has at most ``4 * s * s`` pixels."""
+
 
 def resize_scale(crop_size: int) -> int:
     """Short side before cropping in the released recipe: ``int(256 / 224 * crop_size)`` (256 for 224)."""
@@ -61,15 +66,35 @@ def _to_float(clip: torch.Tensor) -> torch.Tensor:
     return tvF.to_dtype(clip, torch.float32, scale=True)
 
 
+def crop_to_aspect_ratio(clip: torch.Tensor, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> torch.Tensor:
+    """
+    The centre of each frame, with the long side cut to at most ``max_aspect_ratio`` times the short side; frames
+    within the ratio come back as they are. A view, no copy.
+
+    Args:
+        clip: (..., H, W).
+    """
+    height, width = clip.shape[-2:]
+    longest = max(1, math.floor(min(height, width) * max_aspect_ratio))
+    if width > longest:
+        left = (width - longest) // 2
+        return clip[..., left : left + longest]
+    if height > longest:
+        top = (height - longest) // 2
+        return clip[..., top : top + longest, :]
+    return clip
+
+
 class ResizeShortSide:
-    """Resize every frame so that its short side is ``size`` (aspect ratio kept)."""
+    """Resize every frame so that its short side is ``size`` (aspect ratio kept), after `crop_to_aspect_ratio`:
+    frames longer than `MAX_ASPECT_RATIO` times their short side lose the ends of their long side."""
 
     def __init__(self, size: int, interpolation: InterpolationMode = InterpolationMode.BILINEAR):
         self.size = size
         self.interpolation = interpolation
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return tvF.resize(clip, [self.size], interpolation=self.interpolation, antialias=True)
+        return tvF.resize(crop_to_aspect_ratio(clip), [self.size], interpolation=self.interpolation, antialias=True)
 
 
 class CenterCrop:

@@ -155,6 +155,18 @@ def _is_frame_decoder(source) -> bool:
     return callable(getattr(source, "get_frames_at", None)) and hasattr(source, "metadata")
 
 
+def is_video_source(video) -> bool:
+    """Whether ``video`` is an encoded video `load_video` reads (not decoded frames): a path or URL, bytes, a binary
+    file object, a `datasets` video dict or a torchcodec decoder."""
+    if isinstance(video, dict):
+        return "path" in video or "bytes" in video
+    return (
+        isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview))
+        or callable(getattr(video, "read", None))
+        or _is_frame_decoder(video)
+    )
+
+
 def video_name(source: VideoSource) -> str:
     """How messages name a video: its path or URL, a `datasets` dict's path, else a short description."""
     if isinstance(source, dict):

@@ -30,8 +30,8 @@ from transformers.video_utils import (
 )
 
 from .sampling import sample_frame_indices
-from .transforms import resize_scale, three_crop
-from .video_io import load_video
+from .transforms import crop_to_aspect_ratio, resize_scale, three_crop
+from .video_io import is_video_source, load_video
 
 
 __all__ = ["ILAVideoProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
@@ -63,6 +63,19 @@ class ILAVideoProcessorKwargs(VideosKwargs, total=False):
     num_crops: Literal[1, 3]
 
 
+def _batch_of_videos(videos: VideoInput) -> list:
+    """A list of videos, each an encoded video (see `video_io.is_video_source`) or a decoded (T, ...) array."""
+    if is_video_source(videos):
+        return [videos]
+    if isinstance(videos, (list, tuple)) and any(is_video_source(video) for video in videos):
+        return [
+            batched
+            for video in videos
+            for batched in ([video] if is_video_source(video) else make_batched_videos(video))
+        ]
+    return make_batched_videos(videos)
+
+
 class ILAVideoProcessor(BaseVideoProcessor):
     r"""
     Turns videos into ILA's `pixel_values`, as the released evaluation pipeline does.
@@ -70,17 +83,22 @@ class ILAVideoProcessor(BaseVideoProcessor):
     1. Sampling (`do_sample_frames=True`): `num_frames` frame indices per temporal view from `sampling.py`
        (`"segment"`: the middle frame of each TSN segment; deterministic). With `num_clips > 1` the views follow
        the deterministic multi-view rule.
-    2. Decoding: paths and http(s) URLs are decoded with PyAV by `video_io.load_video` (only the sampled frames,
-       seeking in long files); arrays, tensors and lists of PIL images are indexed.
+    2. Decoding: encoded videos (paths, http(s) URLs, bytes, file objects, `datasets` video dicts, torchcodec
+       decoders) are decoded by `video_io.load_video` (only the sampled frames, seeking in long files); arrays,
+       tensors and lists of PIL images are indexed.
     3. Short side resized to `size["shortest_edge"]` (`int(256 / 224 * crop)`: 256 for 224), centre crop to
        `crop_size`; or with `num_crops=3`, short side resized to the crop size and three crops along the long side.
+       Frames longer than `transforms.MAX_ASPECT_RATIO` (4) times their short side are first centre-cropped to that
+       ratio, which bounds the resized frames (a 16384x4 video would otherwise become 256 x 1M pixels a frame).
     4. Rescale by 1/255 and normalise with `image_mean` / `image_std`: ImageNet statistics by default (the released
        recipe's (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) on 0-255 pixels); `OPENAI_CLIP_MEAN` /
        `OPENAI_CLIP_STD` (exported here) for CLIP's.
 
-    Inputs: a path or URL, a (T, H, W, 3) / (T, 3, H, W) array or tensor, a list of PIL images, or a list of those
-    (a batch; videos may differ in length and size). `video_metadata`, if given, describes the in-memory videos;
-    files are described by their container.
+    Inputs: one video or a list of them (a batch; videos may differ in length and size), each a path or http(s) URL,
+    the encoded bytes (`bytes`, `bytearray`, `memoryview`), a binary file object, a `datasets` video dict
+    `{"path": ..., "bytes": ...}`, a torchcodec `VideoDecoder`, a (T, H, W, 3) / (T, 3, H, W) array or tensor, or
+    a list of PIL images. `video_metadata`, if given, describes the decoded (array) videos; encoded ones are
+    described by their container.
 
     Returns a `BatchFeature` with `pixel_values` of shape (B, T, 3, H, W), or (B, V, T, 3, H, W) with
     V = `num_clips * num_crops` > 1 views, ordered clip by clip and crop by crop within a clip.
@@ -164,15 +182,15 @@ class ILAVideoProcessor(BaseVideoProcessor):
         sample_indices_fn=None,
     ) -> tuple[list[np.ndarray | torch.Tensor], list[VideoMetadata]]:
         """
-        Decode paths/URLs (only the sampled frames) and sample in-memory videos. Each video comes out with its views
+        Decode encoded videos (only the sampled frames) and sample decoded ones. Each video comes out with its views
         flattened into the frame axis: (num_clips * T, ...), split again in `_preprocess`.
         """
-        videos = make_batched_videos(videos)
-        in_memory = [video for video in videos if not isinstance(video, str)]
+        videos = _batch_of_videos(videos)
+        in_memory = [video for video in videos if not is_video_source(video)]
         in_memory_metadata = iter(make_batched_metadata(in_memory, video_metadata) if in_memory else [])
         sampled_videos, sampled_metadata = [], []
         for video in videos:
-            if isinstance(video, str):
+            if is_video_source(video):
                 frames, metadata = load_video(video, sample_indices_fn)
             else:
                 metadata = next(in_memory_metadata)
@@ -214,11 +232,12 @@ class ILAVideoProcessor(BaseVideoProcessor):
                 )
             if num_crops == 3:
                 side = crop_size.height
+                stacked_videos = crop_to_aspect_ratio(stacked_videos)
                 stacked_videos = self.resize(stacked_videos, SizeDict(shortest_edge=side), resample=resample)
                 stacked_videos = three_crop(stacked_videos, side).transpose(0, 1)  # (B, 3, num_clips * T, C, s, s)
             else:
                 if do_resize:
-                    stacked_videos = self.resize(stacked_videos, size=size, resample=resample)
+                    stacked_videos = self.resize(crop_to_aspect_ratio(stacked_videos), size=size, resample=resample)
                 if do_center_crop:
                     stacked_videos = self.center_crop(stacked_videos, crop_size)
                 stacked_videos = stacked_videos.unsqueeze(1)  # (B, 1, num_clips * T, C, s, s)

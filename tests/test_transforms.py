@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ila_hf.transforms import (
+    MAX_ASPECT_RATIO,
     IMAGENET_MEAN,
     IMAGENET_STD,
     CenterCrop,
@@ -18,10 +19,13 @@ from ila_hf.transforms import (
     ResizeShortSide,
     ThreeCrop,
     TrainClipTransform,
+    crop_to_aspect_ratio,
     resize_scale,
     three_crop,
     to_clip_tensor,
 )
+
+from .videos import peak_rss_growth_mb
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -50,6 +54,31 @@ def test_resize_scale_is_256_over_224_of_the_crop():
 def test_resize_short_side_keeps_the_aspect_ratio():
     assert ResizeShortSide(96)(random_clip(height=48, width=64)).shape == (4, 3, 96, 128)
     assert ResizeShortSide(96)(random_clip(height=64, width=48)).shape == (4, 3, 128, 96)
+
+
+def test_frames_beyond_the_aspect_ratio_limit_keep_their_centre():
+    assert MAX_ASPECT_RATIO == 4
+    clip = torch.arange(2 * 3 * 10 * 100).reshape(2, 3, 10, 100)
+    cropped = crop_to_aspect_ratio(clip)
+    assert torch.equal(cropped, clip[..., 30:70]) and cropped.data_ptr() == clip[..., 30:70].data_ptr()  # a view
+    tall = clip.transpose(-1, -2)
+    assert torch.equal(crop_to_aspect_ratio(tall), tall[..., 30:70, :])
+    assert crop_to_aspect_ratio(clip[..., :40]).shape[-1] == 40  # exactly 4:1 stays whole
+    assert ResizeShortSide(8)(clip.to(torch.uint8)).shape == (2, 3, 8, 32)
+
+
+def test_the_training_transform_bounds_memory_for_extreme_aspect_ratios():
+    # Resized as they are, 8 frames of 16384x4 would take 6 GiB (short side 256, long side 1M pixels).
+    script = """import numpy as np, torch
+from ila_hf.transforms import TrainClipTransform
+transform = TrainClipTransform(224)
+transform(np.zeros((8, 48, 64, 3), np.uint8), torch.Generator().manual_seed(0))
+MEASURE_FROM_HERE
+for height, width in [(4, 16384), (8, 8192), (16384, 4)]:
+    clip = transform(np.full((8, height, width, 3), 200, np.uint8), torch.Generator().manual_seed(0))
+    assert clip.shape == (8, 3, 224, 224), clip.shape
+"""
+    assert peak_rss_growth_mb(script) < 150
 
 
 def test_center_crop_takes_the_middle():

@@ -19,7 +19,7 @@ from ila_hf.video_io import VideoDecodeError, VideoFileMetadata, load_video
 from ila_hf.video_processing_ila import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ILAVideoProcessor
 
 from .conftest import TINY_CLIP_VISION
-from .videos import read_indices
+from .videos import INPUT_FORMS, FakeFrameDecoder, peak_rss_growth_mb, read_indices, video_in_form
 
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -130,6 +130,50 @@ def test_every_input_kind_gives_the_same_result():
         torch.testing.assert_close(processor(video, return_tensors="pt")["pixel_values"], reference, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("form", INPUT_FORMS)
+def test_every_encoded_input_form_gives_the_files_pixel_values(clip_mp4, form):
+    processor = ILAVideoProcessor(crop_size=32)
+    reference = processor(str(clip_mp4), return_tensors="pt")["pixel_values"]
+    single = processor(video_in_form(clip_mp4, form), return_tensors="pt")["pixel_values"]
+    batch = processor([video_in_form(clip_mp4, form), str(clip_mp4)], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(single, reference, rtol=0, atol=0)
+    torch.testing.assert_close(batch, reference.expand(2, -1, -1, -1, -1), rtol=0, atol=0)
+
+
+def test_a_torchcodec_decoder_gives_the_files_pixel_values(clip_mp4):
+    processor = ILAVideoProcessor(crop_size=32)
+    decoder = FakeFrameDecoder(load_video(clip_mp4)[0], fps=25.0)
+    torch.testing.assert_close(
+        processor(decoder, return_tensors="pt")["pixel_values"],
+        processor(str(clip_mp4), return_tensors="pt")["pixel_values"],
+        rtol=0,
+        atol=0,
+    )
+    assert decoder.requests == [SEGMENT_N60_T8]
+
+
+def test_extreme_aspect_ratios_are_cropped_before_resizing_with_bounded_memory():
+    # Resized as they are, 8 frames of 16384x4 would take 6 GiB (short side 256, long side 1M pixels).
+    script = """import numpy as np
+from ila_hf.video_processing_ila import ILAVideoProcessor
+processor = ILAVideoProcessor(num_frames=8)
+processor(np.zeros((8, 48, 64, 3), np.uint8), return_tensors="pt")
+MEASURE_FROM_HERE
+for height, width in [(4, 16384), (8, 8192), (16384, 4)]:
+    for num_crops in (1, 3):
+        frames = np.full((8, height, width, 3), 200, np.uint8)
+        pixel_values = processor(frames, num_crops=num_crops, return_tensors="pt")["pixel_values"]
+        assert pixel_values.shape[-3:] == (3, 224, 224), pixel_values.shape
+"""
+    assert peak_rss_growth_mb(script) < 150
+
+
+def test_frames_within_the_aspect_ratio_limit_are_resized_whole():
+    processor = ILAVideoProcessor(crop_size=32, do_center_crop=False, do_normalize=False, do_rescale=False)
+    assert processor(random_frames(8, 36, 144), return_tensors="pt")["pixel_values"].shape[-2:] == (36, 144)
+    assert processor(random_frames(8, 36, 145), return_tensors="pt")["pixel_values"].shape[-2:] == (36, 144)
+
+
 def test_a_batch_mixes_paths_and_arrays_of_different_lengths_and_sizes(clip_mp4):
     processor = ILAVideoProcessor(crop_size=32)
     videos = [str(clip_mp4), random_frames(20, 50, 70, seed=1), random_frames(9, 64, 40, seed=2)]
@@ -209,11 +253,13 @@ def test_a_url_is_downloaded_and_decoded(clip_mp4, monkeypatch):
     requested = []
 
     class Response:
+        headers = {}
+
         def raise_for_status(self):
             pass
 
-        def iter_bytes(self, chunk_size):
-            yield from iter(lambda: content.read(chunk_size), b"")
+        def iter_bytes(self):
+            yield from iter(lambda: content.read(1 << 16), b"")
 
     @contextlib.contextmanager
     def stream(method, url, **kwargs):
@@ -291,3 +337,16 @@ def test_video_classification_pipeline_with_the_ila_model(clip_mp4):
     ranking = probabilities.argsort(descending=True).tolist()
     assert [prediction["label"] for prediction in predictions] == [config.id2label[i] for i in ranking]
     np.testing.assert_allclose([p["score"] for p in predictions], probabilities[ranking].numpy(), rtol=1e-5)
+
+
+def test_the_pipeline_classifies_bytes_file_objects_and_datasets_dicts(clip_mp4):
+    torch.manual_seed(0)
+    config = ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label={0: "walk", 1: "run", 2: "jump"})
+    model = ILAForVideoClassification(config).eval()
+    processor = ILAVideoProcessor(num_frames=4, crop_size=TINY_CLIP_VISION["image_size"])
+    classifier = pipeline("video-classification", model=model, video_processor=processor)
+    expected = classifier(str(clip_mp4), top_k=3)
+    for form in ("bytes", "BytesIO", "open file", "datasets dict with bytes"):
+        assert classifier(video_in_form(clip_mp4, form), top_k=3) == expected, form
+    batch = [video_in_form(clip_mp4, "bytes"), video_in_form(clip_mp4, "datasets dict with bytes")]
+    assert classifier(batch, top_k=3) == [expected, expected]
