@@ -29,7 +29,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
 from .sampling import segment_indices
-from .video_io import VideoDecodeError, load_video
+from .video_io import VideoDecodeError, VideoSource, load_video, video_name
 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
@@ -169,16 +169,29 @@ def build_dataset(
 
 
 # ------------------------------------------------------------------------------------------------------ clips
-def clip_seed(seed: int, epoch: int, video: str) -> int:
-    """The seed of one training clip: a function of the run's seed, the epoch and the video path only."""
-    sequence = np.random.SeedSequence([seed, epoch, zlib.crc32(os.fspath(video).encode("utf-8"))])
+def clip_seed(seed: int, epoch: int, video: VideoSource) -> int:
+    """
+    The seed of one training clip: a function of the run's seed, the epoch and the video only: its path (a
+    `datasets` dict's path when it has one), else its encoded bytes, else `video_io.video_name`.
+    """
+    if isinstance(video, dict) and video.get("path"):
+        video = video["path"]
+    elif isinstance(video, dict) and video.get("bytes") is not None:
+        video = video["bytes"]
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        key = zlib.crc32(video)
+    else:
+        key = zlib.crc32(video_name(video).encode("utf-8"))
+    sequence = np.random.SeedSequence([seed, epoch, key])
     return int(sequence.generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class VideoClipTransform:
     """
     `Dataset.with_transform` callable: decodes a batch of rows `{"video": [...], "label": [...]}` into
-    `{"pixel_values": [(T, 3, H, W) tensors], "labels": [ints]}`, plus `"clip_seed": [ints]` in training.
+    `{"pixel_values": [(T, 3, H, W) tensors], "labels": [ints]}`, plus `"clip_seed": [ints]` in training. A video is
+    any input `video_io.load_video` reads: a path or URL, encoded bytes, a binary file object, a `datasets` video
+    dict `{"path", "bytes"}` (what a `Video(decode=False)` column holds) or a torchcodec decoder.
 
     Training: TSN segment sampling with a random frame per segment, then `clip_transform` (augmentation), both
     seeded by `clip_seed(seed, epoch, path)`; call `set_epoch` before every epoch. Evaluation: the middle frame of
@@ -189,8 +202,9 @@ class VideoClipTransform:
         num_frames: frames per clip, T.
         training: random sampling and a seeded generator (True) or deterministic evaluation clips (False).
         seed: the run's seed.
-        skip_undecodable: mark items whose video raises `VideoDecodeError` (the error in `decode_error`, the path
-            in `video`, zeros as `pixel_values`) for `VideoClassificationCollator`, instead of raising.
+        skip_undecodable: mark items whose video raises `VideoDecodeError` (the error in `decode_error`, the
+            video's name (`video_io.video_name`: its path) in `video`, zeros as `pixel_values`) for
+            `VideoClassificationCollator`, instead of raising.
     """
 
     def __init__(
@@ -221,7 +235,7 @@ class VideoClipTransform:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def clip(self, video: str) -> tuple[torch.Tensor, int]:
+    def clip(self, video: VideoSource) -> tuple[torch.Tensor, int]:
         """One video -> (pixel values (T, 3, H, W), its clip seed)."""
         seed = clip_seed(self.seed, self.epoch, video)
         rng = np.random.default_rng(seed) if self.training else None
@@ -251,7 +265,7 @@ class VideoClipTransform:
         if self.training:  # marks training clips: the collator mixes only these
             items["clip_seed"] = seeds
         if self.skip_undecodable:
-            items.update(video=list(batch["video"]), decode_error=errors)
+            items.update(video=[video_name(video) for video in batch["video"]], decode_error=errors)
         return items
 
 
@@ -288,7 +302,7 @@ class VideoProcessorTransform:
                     errors.append(str(decode_error))
         items = {"pixel_values": clips, "labels": list(batch["label"])}
         if self.skip_undecodable:
-            items.update(video=videos, decode_error=errors)
+            items.update(video=[video_name(video) for video in videos], decode_error=errors)
         return items
 
 

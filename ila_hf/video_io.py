@@ -444,7 +444,7 @@ class _FrameReader:
         return decoded
 
     def count_remaining(self) -> int:
-        """Decode to the end of the stream, keeping only the last frame; returns the frames counted, current included."""
+        """Decode to the end of the stream keeping only the last frame; returns the count, the current frame included."""
         count = 1
         while (decoded := self._take_next()) is not None:
             self.current = decoded

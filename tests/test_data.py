@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 
 from ila_hf.data import (
     MixupCutmix,
@@ -19,8 +20,9 @@ from ila_hf.data import (
     smooth_one_hot,
 )
 from ila_hf.sampling import segment_indices
+from ila_hf.video_io import load_video
 from tests.conftest import TRAINING_CLASSES
-from tests.videos import read_indices
+from tests.videos import INPUT_FORMS, FakeFrameDecoder, read_indices, video_in_form
 
 
 def frames_as_tensor(frames, generator):
@@ -164,6 +166,41 @@ def test_processor_transform_gives_every_view_of_the_exported_protocol(tiny_vide
     views = dataset.with_transform(VideoProcessorTransform(processor, num_clips=2, num_crops=3))[0]
     assert single["pixel_values"].shape == (4, 3, 32, 32) and single["labels"] == 0
     assert views["pixel_values"].shape == (6, 4, 3, 32, 32)
+
+
+def test_evaluation_clips_are_the_same_from_every_input_form(tiny_video_dataset):
+    path = tiny_video_dataset / "videos" / "archery" / "archery_0.mp4"
+    transform = VideoClipTransform(frames_as_tensor, num_frames=4, training=False)
+    expected = transform({"video": [str(path)], "label": [0]})["pixel_values"][0]
+    assert decoded_indices(expected) == [2, 6, 9, 13]
+    every_frame, _ = load_video(path)
+    forms = [video_in_form(path, form) for form in INPUT_FORMS] + [FakeFrameDecoder(every_frame, fps=25.0)]
+    clips = transform({"video": forms, "label": [0] * len(forms)})["pixel_values"]
+    for form, clip in zip([*INPUT_FORMS, "torchcodec decoder"], clips):
+        assert torch.equal(clip, expected), form
+
+
+def test_training_clips_from_bytes_are_seeded_by_their_content(tiny_video_dataset):
+    path = tiny_video_dataset / "videos" / "archery" / "archery_0.mp4"
+    data = path.read_bytes()
+    transform = VideoClipTransform(frames_as_tensor, num_frames=4, training=True, seed=5)
+    videos = [data, {"path": None, "bytes": data}, {"path": str(path), "bytes": data}]
+    items = transform({"video": videos, "label": [0] * 3})
+    assert items["clip_seed"][:2] == [clip_seed(5, 0, data)] * 2 and items["clip_seed"][2] == clip_seed(5, 0, str(path))
+    expected = segment_indices(16, 4, random=True, generator=np.random.default_rng(clip_seed(5, 0, data)))
+    assert decoded_indices(items["pixel_values"][0]) == expected.tolist()
+    assert torch.equal(items["pixel_values"][0], items["pixel_values"][1])
+
+
+def test_a_datasets_video_column_of_bytes_trains_and_names_undecodable_videos(tiny_video_dataset):
+    paths = sorted((tiny_video_dataset / "videos").rglob("*.mp4"))[:2]
+    rows = [{"path": path.name, "bytes": path.read_bytes()} for path in paths] + [{"path": "bad.mp4", "bytes": b"junk"}]
+    dataset = Dataset.from_dict({"video": rows, "label": [0, 0, 1]})  # the layout of a `Video(decode=False)` column
+    transform = VideoClipTransform(frames_as_tensor, num_frames=4, training=True, skip_undecodable=True)
+    batch = VideoClassificationCollator()([dataset.with_transform(transform)[index] for index in range(3)])
+    assert batch["pixel_values"].shape == (2, 4, 3, 48, 64)
+    assert list(batch["skipped_videos"]) == ["bad.mp4"]
+    assert batch["skipped_videos"]["bad.mp4"].startswith("bad.mp4: not a readable video container")
 
 
 def test_clip_seed_depends_on_seed_epoch_and_video():

@@ -440,12 +440,12 @@ def test_a_rotation_tag_that_is_no_finite_number_is_ignored(tmp_path, tag):
     ],
     ids=lambda failure: type(failure).__name__,
 )
-@pytest.mark.parametrize("where", ["opening", "converting"])
-def test_whatever_fails_while_reading_is_a_decode_error_naming_the_input(clip_mp4, monkeypatch, failure, where):
+@pytest.mark.parametrize("target", ["av.open", "_to_upright_rgb"])
+def test_whatever_fails_while_reading_is_a_decode_error_naming_the_input(clip_mp4, monkeypatch, failure, target):
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(video_io.av if where == "opening" else video_io, "open" if where == "opening" else "_to_upright_rgb", fail)
+    monkeypatch.setattr(video_io.av if target == "av.open" else video_io, target.removeprefix("av."), fail)
     with pytest.raises(VideoDecodeError, match=rf"^{re.escape(str(clip_mp4))}: ") as raised:
         load_video(clip_mp4, [0])
     assert raised.value.__cause__ is failure
