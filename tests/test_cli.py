@@ -98,6 +98,18 @@ def test_predict_table_and_exit_status_from_the_console_script(model_dir, videos
     assert [float(row[2]) for row in rows] == pytest.approx(expected.values.tolist(), abs=1e-4)
 
 
+def test_predict_reports_hostile_files_and_classifies_the_rest(model_dir, videos, tmp_path, capsys):
+    nan_rotation = write_video(tmp_path / "nan_rotation.mkv", 10, stream_tags={"rotate": "nan"})
+    playlist = tmp_path / "playlist.mkv"  # an HLS playlist under a video's name, naming a local file
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{videos['good']}\n#EXT-X-ENDLIST\n")
+    paths = [nan_rotation, playlist, videos["good"]]
+    status = main(["predict", *map(str, paths), "--model", str(model_dir), "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 1 and [line["video"] for line in lines] == list(map(str, paths))
+    assert "predictions" in lines[0] and "predictions" in lines[2]
+    assert lines[1]["error"].startswith(f"{playlist}: not a readable video container")
+
+
 def test_predict_rejects_malformed_views(model_dir, videos, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(videos["good"]), "--model", str(model_dir), "--views", "4x2"])

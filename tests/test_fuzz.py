@@ -27,7 +27,15 @@ from ila_hf import video_io
 from ila_hf.video_io import VideoDecodeError, load_video, read_video_metadata
 from ila_hf.video_processing_ila import ILAVideoProcessor
 
-from .videos import ContainerProxy, index_frame, read_indices, write_video
+from .videos import (
+    ContainerProxy,
+    index_frame,
+    jpeg_bytes,
+    read_indices,
+    write_mjpeg_packets,
+    write_raw_h264,
+    write_video,
+)
 
 
 FUZZ_BUDGET_SECONDS = 20.0
@@ -102,12 +110,28 @@ def garbage_collector_paused():
 # ------------------------------------------------------------------------------------------------------ inputs
 @pytest.fixture(scope="module")
 def seed_videos(tmp_path_factory) -> dict[str, bytes]:
-    """Real files to mutate: each container with its usual codec, plus audio tracks and a fixed GOP."""
+    """
+    Real files to mutate: each container with its usual codec, plus audio tracks and a fixed GOP; and the hostile
+    forms met so far: rotation tags that are no number, extreme aspect ratios, a raw .h264 stream (no index, no
+    count), MJPEG whose frame size changes, and playlists (HLS, ffconcat) naming a local file.
+    """
     folder = tmp_path_factory.mktemp("fuzz_seeds")
     paths = [write_video(folder / f"seed{suffix}", 24) for suffix in (".mp4", ".webm", ".mkv", ".avi", ".mov")]
     paths.append(write_video(folder / "with_audio.mp4", 40, gop_size=8, audio=True))
     paths.append(write_video(folder / "with_audio.webm", 30, audio=True))
     paths.append(write_video(folder / "mjpeg.avi", 12, codec="mjpeg", pixel_format="yuvj420p"))
+    for tag in ("nan", "1e400"):
+        paths.append(write_video(folder / f"rotate_{tag}.mkv", 12, stream_tags={"rotate": tag}))
+    mjpeg = dict(codec="mjpeg", pixel_format="yuvj420p")
+    paths.append(write_video(folder / "wide.mkv", 6, width=16384, height=4, **mjpeg))
+    paths.append(write_video(folder / "tall.avi", 6, width=8, height=8192, **mjpeg))
+    paths.append(write_raw_h264(folder / "raw.h264", 24))
+    jpegs = [jpeg_bytes(index_frame(index, side, side)) for index, side in enumerate([64, 64, 200, 48, 64])]
+    paths.append(write_mjpeg_packets(folder / "growing.mkv", jpegs))
+    target = paths[0]
+    (folder / "list.m3u8").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{target}\n#EXT-X-ENDLIST\n")
+    (folder / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile {target.name}\n")
+    paths += [folder / "list.m3u8", folder / "list.ffconcat"]
     return {path.name: path.read_bytes() for path in paths}
 
 
@@ -147,7 +171,7 @@ mutations = st.tuples(
     st.integers(1, 64) | st.integers(1, 4096),  # sizes: small edits as often as large ones
     st.integers(0, 255),
 )
-mutated_inputs = st.tuples(st.just("mutated"), st.integers(0, 7), st.lists(mutations, min_size=1, max_size=4))
+mutated_inputs = st.tuples(st.just("mutated"), st.integers(0, 63), st.lists(mutations, min_size=1, max_size=4))
 random_inputs = st.tuples(
     st.just("random"), st.sampled_from([".mp4", ".webm", ".mkv", ".avi"]), st.binary(min_size=1, max_size=2048)
 )
@@ -245,6 +269,21 @@ def test_hostile_files_give_frames_or_a_video_decode_error_and_release_everythin
 
 
 # ------------------------------------------------------------------------------------------------------ each defect
+def test_the_hostile_seeds_unmutated_give_frames_or_are_refused(seed_videos, tmp_path):
+    processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 32, "width": 32})
+    for name, data in seed_videos.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        if name.startswith("list."):
+            with pytest.raises(VideoDecodeError, match=rf"^{path}: not a readable video container"):
+                load_video(path, [0])
+            continue
+        metadata = read_video_metadata(path)
+        frames, _ = load_video(path, [0, metadata.total_num_frames - 1])
+        assert frames.shape[1:] == (metadata.height, metadata.width, 3), name
+        assert processor(str(path), return_tensors="pt")["pixel_values"].shape == (1, 4, 3, 32, 32), name
+
+
 def test_a_tag_that_is_not_utf8_does_not_make_the_video_unreadable(tmp_path):
     path = tmp_path / "bad_tag.mkv"
     with av.open(str(path), "w") as container:
