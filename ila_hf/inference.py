@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .video_io import VideoDecodeError
+from .video_io import VideoDecodeError, VideoSource, video_name
 
 
 @dataclass
@@ -57,19 +57,20 @@ def view_probabilities(model, pixel_values: torch.Tensor, max_batch_size: int = 
 def classify_videos(
     model,
     video_processor,
-    videos: Iterable[str],
+    videos: Iterable[VideoSource],
     top_k: int = 5,
     num_clips: int = 1,
     num_crops: int = 1,
 ) -> Iterator[VideoPrediction]:
     """
-    Classify video files one by one; a file that cannot be decoded yields a `VideoPrediction` with `error` set
-    instead of stopping the others.
+    Classify videos one by one; a video that cannot be decoded yields a `VideoPrediction` with `error` set instead of
+    stopping the others. Each prediction names its video by `video_io.video_name` (the path or URL, a `datasets`
+    dict's path, else e.g. `<1234 bytes>`).
 
     Args:
         model: an `ILAForVideoClassification` in eval mode.
         video_processor: its `ILAVideoProcessor`.
-        videos: paths or URLs.
+        videos: any inputs `video_io.load_video` reads (paths, URLs, bytes, file objects, `datasets` video dicts).
         top_k: classes reported per video (clipped to the number of labels).
         num_clips, num_crops: views per video; 4 and 3 reproduce the published 4 x 3 protocol.
     """
@@ -80,12 +81,12 @@ def classify_videos(
                 video, num_clips=num_clips, num_crops=num_crops, return_tensors="pt"
             ).pixel_values
         except VideoDecodeError as error:
-            yield VideoPrediction(video=str(video), error=str(error))
+            yield VideoPrediction(video=video_name(video), error=str(error))
             continue
         probabilities = view_probabilities(model, pixel_values.to(model.device, model.dtype))[0]
         scores, indices = probabilities.topk(top_k)
         yield VideoPrediction(
-            video=str(video),
+            video=video_name(video),
             labels=[model.config.id2label[index] for index in indices.tolist()],
             scores=scores.tolist(),
         )

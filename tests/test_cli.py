@@ -9,7 +9,7 @@ import torch
 
 from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoProcessor
 from ila_hf.cli import main
-from ila_hf.inference import view_probabilities
+from ila_hf.inference import classify_videos, view_probabilities
 
 from .conftest import TINY_CLIP_VISION
 from .released_checkpoint import write_released_checkpoint
@@ -108,6 +108,17 @@ def test_predict_reports_hostile_files_and_classifies_the_rest(model_dir, videos
     assert status == 1 and [line["video"] for line in lines] == list(map(str, paths))
     assert "predictions" in lines[0] and "predictions" in lines[2]
     assert lines[1]["error"].startswith(f"{playlist}: not a readable video container")
+
+
+def test_classify_videos_names_in_memory_videos_briefly(model_dir, videos):
+    model = ILAForVideoClassification.from_pretrained(model_dir).eval()
+    processor = ILAVideoProcessor.from_pretrained(model_dir)
+    data = videos["good"].read_bytes()
+    sources = [data, {"path": "clip.mp4", "bytes": data}, b"junk"]
+    predictions = list(classify_videos(model, processor, sources, top_k=2))
+    assert [prediction.video for prediction in predictions] == [f"<{len(data)} bytes>", "clip.mp4", "<4 bytes>"]
+    assert predictions[0].labels == predictions[1].labels and len(predictions[0].labels) == 2
+    assert predictions[2].error.startswith("<4 bytes>: not a readable video container")
 
 
 def test_predict_rejects_malformed_views(model_dir, videos, capsys):
