@@ -764,12 +764,18 @@ def _upright_rgb_frames(wanted: list[_DecodedFrame], rotation: int) -> np.ndarra
 
 def _load_with_decoder(decoder, frame_indices, max_frame_pixels: int) -> tuple[np.ndarray, VideoFileMetadata]:
     """`load_video` through a torchcodec ``VideoDecoder``: frames by index (``get_frames_at(indices=...)``, whose
-    ``.data`` is (N, 3, H, W) uint8); torchcodec counts frames, so variable-frame-rate video follows its rule."""
+    ``.data`` is (N, 3, H, W) or, with ``dimension_order="NHWC"``, (N, H, W, 3) uint8); torchcodec counts frames, so
+    variable-frame-rate video follows its rule."""
+    name = video_name(decoder)
     metadata = _decoder_metadata(decoder, max_frame_pixels)
     indices = _plan_indices(frame_indices, metadata)
     slots, inverse = np.unique(indices, return_inverse=True)
-    with _reading(video_name(decoder), DEFAULT_TIMEOUT):
-        frames = np.asarray(decoder.get_frames_at(indices=slots.tolist()).data).transpose(0, 2, 3, 1)
+    with _reading(name, DEFAULT_TIMEOUT):
+        frames = np.asarray(decoder.get_frames_at(indices=slots.tolist()).data)
+        if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
+            raise _error(name, f"expected frames (N, 3, H, W) or (N, H, W, 3) from the decoder, got {frames.shape}")
+        if frames.shape[-1] != 3 or (frames.shape[1] == 3 and frames.shape[2:] == (metadata.height, metadata.width)):
+            frames = frames.transpose(0, 2, 3, 1)
         frames = np.ascontiguousarray(frames, dtype=np.uint8)[inverse.reshape(indices.shape)]
     metadata.frames_indices = indices
     metadata.num_decoded_frames = len(slots)

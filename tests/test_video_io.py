@@ -405,6 +405,8 @@ def test_a_torchcodec_decoder_is_read_through_get_frames_at(clip_mp4):
     assert decoder.requests == [segment_indices(60, 8).tolist()]  # once, only the wanted frames
     assert (metadata.total_num_frames, metadata.fps, metadata.video_backend) == (60, 25.0, "torchcodec")
     assert read_video_metadata(decoder).total_num_frames == 60
+    decoder.frames = decoder.frames.transpose(0, 2, 3, 1)  # dimension_order="NHWC"
+    assert np.array_equal(load_video(decoder, [7, 3])[0], every_frame[[7, 3]])
 
 
 @pytest.mark.parametrize(
