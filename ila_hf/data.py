@@ -224,12 +224,11 @@ def normalize_video_dataset(
     """
     if isinstance(label_names, (str, os.PathLike)):
         label_names = read_label_names(label_names)
+    if isinstance(dataset, IterableDataset) and dataset.features is None:
+        # Streamed CSV / JSON state no types: infer them from the first rows (datasets' own inference; no public
+        # spelling of it exists in datasets 5.2).
+        dataset = dataset._resolve_features()
     features = dataset.features
-    if features is None:
-        raise ValueError(
-            "The dataset's features are unknown (e.g. after `IterableDataset.map`); give it features, e.g. with "
-            "`.cast(...)`, so the video and label columns can be read."
-        )
     video_column = video_column or _find_column(
         features, "video", lambda feature: isinstance(feature, Video), VIDEO_COLUMN_NAMES
     )
