@@ -12,7 +12,9 @@ Each batch is the released training recipe's: 8 frames per clip (a random frame 
 
 The decode comparison reads the same files with the same plans (the evaluation plan and seeded training plans):
 `ila_hf.video_io.load_video` from the path and from the bytes in memory, decord's `VideoReader.get_batch` and
-torchcodec's `VideoDecoder.get_frames_at`, each only when it is installed (neither is a dependency).
+torchcodec's `VideoDecoder.get_frames_at`, each only when it is installed (neither is a dependency). Every reader
+uses FFmpeg's automatic thread count (ours sets `thread_type="AUTO"`; decord `num_threads=0`; torchcodec
+`num_ffmpeg_threads=0`), and each call opens the video, as a data-loader worker does for every clip.
 
     python benchmarks/bench_data.py --markdown benchmarks/RESULTS_data.md --json benchmarks/results_data.json
     python benchmarks/bench_data.py --fast      # seconds: tiny videos, one batch per row (used by the tests)
@@ -115,7 +117,13 @@ def pipeline_row(source: str, path: Path, num_workers: int, settings: dict, max_
         if max_batches is not None and batch_index + 1 == max_batches:
             break
     seconds = time.perf_counter() - start
-    return {"source": source, "workers": num_workers, "clips": clips, "seconds": seconds, "clips_per_second": clips / seconds}
+    return {
+        "source": source,
+        "workers": num_workers,
+        "clips": clips,
+        "seconds": seconds,
+        "clips_per_second": clips / seconds,
+    }
 
 
 def decoders() -> dict:
@@ -139,7 +147,7 @@ def decoders() -> dict:
         from torchcodec.decoders import VideoDecoder
 
         VideoDecoder  # the import alone can succeed while the FFmpeg libraries it needs are missing
-        readers["torchcodec"] = lambda path, data, indices: VideoDecoder(str(path)).get_frames_at(
+        readers["torchcodec"] = lambda path, data, indices: VideoDecoder(str(path), num_ffmpeg_threads=0).get_frames_at(
             [int(index) for index in indices]
         ).data
     except (ImportError, OSError, RuntimeError):
@@ -194,7 +202,7 @@ def run(fast: bool, workers: tuple[int, ...] = (0, 1, 2)) -> dict:
         decode = decode_rows(folder, settings)
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} CPUs, {cpu_model()}, {platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}",
         "load_average": os.getloadavg(),
         "torch": torch.__version__,
         "settings": settings,

@@ -128,7 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--validation-data", help="the same kinds of source as --train-data")
     parser.add_argument("--label-names", help="`id,name` CSV (required with list files and integer label columns)")
-    parser.add_argument("--video-column", help="default: the Video feature, or a column named video/path/video_path/file")
+    parser.add_argument(
+        "--video-column", help="default: the Video feature, or a column named video/path/video_path/file"
+    )
     parser.add_argument("--label-column", help="default: the ClassLabel feature, or a column named label/labels/cls")
     parser.add_argument("--dataset-config", help="config name of a Hub dataset")
     parser.add_argument("--split", help="training split (needed when the source has several)")

@@ -3,8 +3,8 @@
 Every source (`build_dataset`: list files, class folders, `datasets` objects, `save_to_disk` folders, anything
 `load_dataset` reads, Hub ids, streamed or not) gives the same form: two columns, `video` (a path, or a
 `Video(decode=False)` `{"path", "bytes"}` dict, passed to `load_video` as it is) and `label` (a `ClassLabel` holding
-the class names). Nothing is decoded when it is built: `VideoClipTransform`, installed with `Dataset.with_transform`, samples
-and decodes the frames of each item when it is read (random frame per segment and training augmentation for
+the class names). Nothing is decoded when it is built: `VideoClipTransform`, installed with `Dataset.with_transform`,
+samples and decodes the frames of each item when it is read (random frame per segment and training augmentation for
 training, the middle frame and the evaluation transform otherwise), and `VideoClassificationCollator` stacks the clips
 into `pixel_values` (B, T, 3, H, W) with `labels`, mixing training batches with Mixup/CutMix.
 
@@ -191,13 +191,20 @@ def _find_column(features: Features, wanted: str, matches_type: Callable[[Any], 
     raise ValueError(f"Several {wanted} columns are possible ({candidates}); name one with `{argument}`.")
 
 
-def _label_table(given: Sequence[str], names: Sequence[str]) -> list[int]:
-    """Ids in `names` -> ids in `given`, matched by class name."""
-    position = {name: index for index, name in enumerate(names)}
-    unknown = sorted(set(given) - set(position))
-    if unknown:
-        raise ValueError(f"The dataset has classes {unknown[:10]} that are not among the {len(names)} label names.")
-    return [position[name] for name in given]
+class _RenumberLabels:
+    """Batched `map` function: a `ClassLabel` column's ids -> the ids of the same class names in `names`."""
+
+    def __init__(self, given: Sequence[str], names: Sequence[str]):
+        position = {name: index for index, name in enumerate(names)}
+        unknown = sorted(set(given) - set(position))
+        if unknown:
+            raise ValueError(
+                f"The dataset has classes {unknown[:10]} that are not among the {len(names)} label names."
+            )
+        self.table = [position[name] for name in given]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {"label": [self.table[label] for label in batch["label"]]}
 
 
 def normalize_video_dataset(
@@ -255,11 +262,9 @@ def normalize_video_dataset(
     if isinstance(label_feature, ClassLabel):
         if label_names is None or list(label_names) == label_feature.names:
             return dataset
-        table = _label_table(label_feature.names, label_names)
+        renumber = _RenumberLabels(label_feature.names, label_names)
         features = Features({"video": dataset.features["video"], "label": ClassLabel(names=list(label_names))})
-        return dataset.map(
-            lambda batch: {"label": [table[label] for label in batch["label"]]}, batched=True, features=features
-        )
+        return dataset.map(renumber, batched=True, features=features)
     if label_feature == Value("string") or label_feature == Value("large_string"):
         if label_names is None:
             if isinstance(dataset, IterableDataset):
@@ -271,7 +276,8 @@ def normalize_video_dataset(
             logger.info(f"Label names collected from the {label_column!r} column, sorted: {label_names}")
     elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
         raise ValueError(
-            f"The label column {label_column!r} must be a `ClassLabel`, integer ids or class names, got {label_feature}."
+            f"The label column {label_column!r} must be a `ClassLabel`, integer ids or class names, "
+            f"got {label_feature}."
         )
     elif label_names is None:
         raise ValueError(f"The label column {label_column!r} holds integer ids; give `label_names` for them.")

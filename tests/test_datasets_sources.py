@@ -1,5 +1,5 @@
-"""ila_hf.data sources and streaming: `datasets` objects, save_to_disk folders, load_dataset folders and files (videofolder,
-parquet bytes, WebDataset tar shards), Hub ids up to the network call, and `VideoBatchStream`."""
+"""ila_hf.data sources and streaming: `datasets` objects, save_to_disk folders, load_dataset folders and files
+(videofolder, parquet bytes, WebDataset tar shards), Hub ids up to the network call, and `VideoBatchStream`."""
 
 import io
 import tarfile
@@ -50,8 +50,8 @@ def write_tar_shards(folder: Path, videos: list[tuple[Path, int]], num_shards: i
     for shard in range(num_shards):
         with tarfile.open(folder / f"shard-{shard:05d}.tar", "w") as tar:
             for index, (path, label) in enumerate(videos[shard::num_shards]):
-                for name, payload in ((f"{shard}_{index}.mp4", path.read_bytes()), (f"{shard}_{index}.cls", b"%d" % label)):
-                    info = tarfile.TarInfo(name)
+                for suffix, payload in (("mp4", path.read_bytes()), ("cls", b"%d" % label)):
+                    info = tarfile.TarInfo(f"{shard}_{index}.{suffix}")
                     info.size = len(payload)
                     tar.addfile(info, io.BytesIO(payload))
 
@@ -164,7 +164,8 @@ def test_columns_are_found_by_name_when_no_feature_type_decides():
 
 def test_ambiguous_video_columns_are_refused_with_the_candidates():
     dataset = Dataset.from_dict({"path": ["a.mp4"], "file": ["b.mp4"], "label": ["x"]})
-    with pytest.raises(ValueError, match=r"Several video columns are possible \(\['path', 'file'\]\); name one with `video_column`"):
+    message = r"Several video columns are possible \(\['path', 'file'\]\); name one with `video_column`"
+    with pytest.raises(ValueError, match=message):
         normalize_video_dataset(dataset)
     assert normalize_video_dataset(dataset, video_column="file")["video"] == ["b.mp4"]
 
@@ -310,3 +311,4 @@ def test_streamed_clips_are_decoded_and_undecodable_videos_skipped_and_reported(
     assert read_indices(batch["pixel_values"][0].permute(0, 2, 3, 1).numpy().astype(np.uint8)) == list(
         segment_indices(16, 4)
     )
+
