@@ -156,8 +156,11 @@ def decoders() -> dict:
 
 
 def decode_rows(folder: Path, settings: dict) -> list[dict]:
-    """Median seconds per 8-frame clip for each reader, GOP and plan (same indices for every reader)."""
-    rows = []
+    """
+    Median seconds per 8-frame clip for each reader, GOP and plan. Every clip's indices go to every reader in turn,
+    so a change in the machine's load while the benchmark runs reaches all readers alike.
+    """
+    readers, rows = decoders(), []
     for gop in GOPS:
         path = folder / f"gop{gop}.mp4"
         data = path.read_bytes()
@@ -169,19 +172,24 @@ def decode_rows(folder: Path, settings: dict) -> list[dict]:
                 segment_indices(total, NUM_FRAMES, random=True, generator=rng) for _ in range(settings["decode_clips"])
             ],
         }
-        for name, read in decoders().items():
-            for plan, clips in plans.items():
+        for plan, clips in plans.items():
+            seconds, errors = {}, {}
+            for name, read in readers.items():
                 try:
                     read(path, data, clips[0])  # warm-up, and a reader that cannot run here is left out
+                    seconds[name] = []
                 except Exception as error:  # noqa: BLE001 - a missing system library shows up only here
-                    rows.append({"reader": name, "gop": gop, "plan": plan, "error": f"{type(error).__name__}: {error}"})
-                    continue
-                seconds = []
-                for indices in clips:
+                    errors[name] = f"{type(error).__name__}: {error}"
+            for indices in clips:
+                for name in seconds:
                     start = time.perf_counter()
-                    read(path, data, indices)
-                    seconds.append(time.perf_counter() - start)
-                rows.append({"reader": name, "gop": gop, "plan": plan, "seconds_per_clip": float(np.median(seconds))})
+                    readers[name](path, data, indices)
+                    seconds[name].append(time.perf_counter() - start)
+            rows += [
+                {"reader": name, "gop": gop, "plan": plan, "seconds_per_clip": float(np.median(times))}
+                for name, times in seconds.items()
+            ]
+            rows += [{"reader": name, "gop": gop, "plan": plan, "error": error} for name, error in errors.items()]
     return rows
 
 
