@@ -312,3 +312,50 @@ def test_streamed_clips_are_decoded_and_undecodable_videos_skipped_and_reported(
         segment_indices(16, 4)
     )
 
+
+# ------------------------------------------------------------------------------------------------------ decoding bytes
+# These read rows that hold the videos' bytes ({"path", "bytes"} dicts), so they need `load_video` to take them.
+def frames_of(clip: torch.Tensor) -> list[int]:
+    return read_indices(clip.permute(0, 2, 3, 1).numpy().astype(np.uint8))
+
+
+def keep_frames(frames, generator):
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+
+
+def test_parquet_bytes_decode_into_the_same_clips_as_the_files(videos, tmp_path):
+    features = Features({"video": Video(), "label": ClassLabel(names=list(TRAINING_CLASSES))})
+    rows = {
+        "video": [{"bytes": path.read_bytes(), "path": None} for path, _ in videos],
+        "label": [label for _, label in videos],
+    }
+    Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "train.parquet")
+    from_bytes = build_dataset(tmp_path / "train.parquet")
+    paths = Dataset.from_dict({"video": [str(path) for path, _ in videos], "label": rows["label"]})
+    from_files = build_dataset(paths, label_names=list(TRAINING_CLASSES))
+
+    evaluation = VideoClipTransform(keep_frames, num_frames=4, training=False)
+    bytes_items, file_items = from_bytes.with_transform(evaluation)[:3], from_files.with_transform(evaluation)[:3]
+    assert bytes_items["labels"] == file_items["labels"] == [0, 0, 1]
+    for bytes_clip, file_clip in zip(bytes_items["pixel_values"], file_items["pixel_values"]):
+        assert torch.equal(bytes_clip, file_clip)
+        assert frames_of(bytes_clip) == list(segment_indices(16, 4))
+    training = VideoClipTransform(keep_frames, num_frames=4, training=True, seed=5)
+    segments = [(0, 4), (4, 8), (8, 11), (11, 15)]  # a random frame in each of 4 segments of 16 frames
+    for clip in from_bytes.with_transform(training)[:3]["pixel_values"]:
+        assert all(low <= index <= high for index, (low, high) in zip(frames_of(clip), segments))
+
+
+def test_streamed_tar_shards_train_every_video_once_per_epoch(videos, tmp_path):
+    write_tar_shards(tmp_path / "shards", videos, num_shards=4)
+    dataset = build_dataset(tmp_path / "shards", label_names=list(TRAINING_CLASSES), streaming=True)
+    transform = VideoClipTransform(keep_frames, num_frames=4, training=True, seed=1, skip_undecodable=True)
+    stream = VideoBatchStream(
+        dataset, transform, VideoClassificationCollator(), batch_size=2, num_workers=2, shuffle_buffer_size=4
+    )
+    labels = []
+    for batch in stream:
+        assert "skipped_videos" not in batch or not batch["skipped_videos"]
+        assert batch["pixel_values"].shape[1:] == (4, 3, 48, 64)
+        labels += batch["labels"].tolist()
+    assert sorted(labels) == sorted(label for _, label in videos)
