@@ -4,9 +4,16 @@
         --train-data data/train.txt --validation-data data/val.txt --label-names data/labels.csv \
         --num-frames 8 --epochs 30 --batch-size 8 --output-dir runs/ila-trainer
 
+    # any `datasets` source: a Hub dataset (parquet or WebDataset shards) streamed, no files written
+    python examples/finetune_with_trainer.py --clip-model openai/clip-vit-base-patch16 \
+        --train-data someone/kinetics-400-parquet --split train --validation-split validation --streaming \
+        --max-steps 20000 --output-dir runs/ila-trainer
+
 What the recipe needs beyond a plain `Trainer` call, and where it lives here:
-- lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))`, so `remove_unused_columns=False`
-  (the `video` path column must reach the transform);
+- the data: `ila_hf.data.build_dataset` reads list files, class folders, `save_to_disk` folders and anything
+  `load_dataset` reads (local videofolder / parquet / WebDataset shards, Hub ids), in the same two-column form;
+- lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))` (`IterableDataset.map` when streaming),
+  so `remove_unused_columns=False` (the `video` column must reach the transform);
 - Mixup/CutMix and label smoothing: `VideoClassificationCollator`, which mixes training items only, so the same
   collator serves evaluation;
 - the recipe's parameter groups: `ila_hf.training.build_optimizer`, passed as `optimizers=(optimizer, None)`; the
@@ -19,14 +26,17 @@ For the accelerate loop with exact resume, multi-view evaluation and Hub export,
 """
 
 import argparse
+import math
+import os
 import sys
 
 import numpy as np
 import torch
+from datasets import IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ila_hf import ILAForVideoClassification
-from ila_hf.data import MixupCutmix, VideoClassificationCollator, VideoClipTransform, build_dataset
+from ila_hf.data import MixupCutmix, VideoClassificationCollator, VideoClipTransform, build_dataset, num_examples
 from ila_hf.training import TrainingConfig, build_optimizer, jitter_delta, top_k_accuracy
 from ila_hf.transforms import EvalClipTransform, TrainClipTransform
 
@@ -90,12 +100,42 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
     return metrics
 
 
+def with_clips(dataset, clips: VideoClipTransform):
+    """Decode clips lazily: `with_transform` on a map-style dataset, a batched `map` on a streamed one."""
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(clips, batched=True, batch_size=16, remove_columns=["video", "label"])
+    return dataset.with_transform(clips)
+
+
+def streaming_max_steps(dataset, args: argparse.Namespace) -> int:
+    """The Trainer needs a step count for a stream: from the examples its info states, else --max-steps."""
+    examples = num_examples(dataset)
+    if examples is None:
+        raise SystemExit(f"{args.train_data} does not state its number of examples; give --max-steps with --streaming.")
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    steps_per_epoch = math.ceil(examples / (args.batch_size * args.gradient_accumulation_steps * world_size))
+    return math.ceil(steps_per_epoch * args.epochs)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip-model", required=True, help="CLIP checkpoint (folder or Hub id)")
-    parser.add_argument("--train-data", required=True, help="list file (`path label_id`) or class folders")
-    parser.add_argument("--validation-data", help="list file or class folders")
-    parser.add_argument("--label-names", help="`id,name` CSV (required with list files)")
+    parser.add_argument(
+        "--train-data",
+        required=True,
+        help="list file (`path label_id`), class folders, a save_to_disk folder, a folder or file load_dataset reads "
+        "(videofolder, parquet, WebDataset tar), or a Hub dataset id",
+    )
+    parser.add_argument("--validation-data", help="the same kinds of source as --train-data")
+    parser.add_argument("--label-names", help="`id,name` CSV (required with list files and integer label columns)")
+    parser.add_argument(
+        "--video-column", help="default: the Video feature, or a column named video/path/video_path/file"
+    )
+    parser.add_argument("--label-column", help="default: the ClassLabel feature, or a column named label/labels/cls")
+    parser.add_argument("--dataset-config", help="config name of a Hub dataset")
+    parser.add_argument("--split", help="training split (needed when the source has several)")
+    parser.add_argument("--validation-split", help="validation split (default: the only one)")
+    parser.add_argument("--streaming", action="store_true", help="stream the data instead of materialising it")
     parser.add_argument("--output-dir", default="ila-trainer-output")
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--head", choices=("linear", "text"), default="linear")
@@ -121,8 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
         train_data=args.train_data, clip_model=args.clip_model, num_frames=args.num_frames, head=args.head
     )
 
-    train_dataset = build_dataset(args.train_data, label_names=args.label_names)
+    sources = dict(
+        video_column=args.video_column,
+        label_column=args.label_column,
+        dataset_config=args.dataset_config,
+        streaming=args.streaming,
+    )
+    train_dataset = build_dataset(args.train_data, label_names=args.label_names, split=args.split, **sources)
     label_names = train_dataset.features["label"].names
+    max_steps = streaming_max_steps(train_dataset, args) if args.streaming and args.max_steps <= 0 else args.max_steps
     model = ILAForVideoClassification.from_clip(
         args.clip_model, num_frames=args.num_frames, head=args.head, id2label=dict(enumerate(label_names))
     )
@@ -131,11 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
     image_size = model.config.image_size
 
     train_clips = VideoClipTransform(TrainClipTransform(image_size), args.num_frames, training=True, seed=args.seed)
-    train_dataset = train_dataset.with_transform(train_clips)
+    train_dataset = with_clips(train_dataset, train_clips)
     eval_dataset = None
     if args.validation_data:
-        eval_dataset = build_dataset(args.validation_data, label_names=label_names).with_transform(
-            VideoClipTransform(EvalClipTransform(image_size), args.num_frames, training=False)
+        eval_dataset = with_clips(
+            build_dataset(args.validation_data, label_names=label_names, split=args.validation_split, **sources),
+            VideoClipTransform(EvalClipTransform(image_size), args.num_frames, training=False),
         )
     collator = VideoClassificationCollator(
         MixupCutmix(
@@ -153,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         per_device_eval_batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
+        max_steps=max_steps,
         lr_scheduler_type="cosine",
         warmup_steps=args.warmup_steps,
         eval_strategy="epoch" if eval_dataset is not None else "no",

@@ -34,6 +34,7 @@ ILAVideoProcessor.register_for_auto_class()
 _LAZY_ATTRIBUTES = {
     "build_dataset": "data",
     "VideoClassificationCollator": "data",
+    "VideoBatchStream": "data",
     "TrainingConfig": "training",
     "train": "training",
     "convert_checkpoint": "convert",

@@ -1,8 +1,10 @@
-"""Video classification data: `datasets.Dataset`s of video paths and labels, decoded lazily into clips.
+"""Video classification data: `datasets` datasets of videos and labels, decoded lazily into clips.
 
-A dataset built here has two columns, `video` (an absolute path) and `label` (a `ClassLabel` holding the class
-names). Nothing is decoded when it is built: `VideoClipTransform`, installed with `Dataset.with_transform`, samples
-and decodes the frames of each item when it is read (random frame per segment and training augmentation for
+Every source (`build_dataset`: list files, class folders, `datasets` objects, `save_to_disk` folders, anything
+`load_dataset` reads, Hub ids, streamed or not) gives the same form: two columns, `video` (a path, or a
+`Video(decode=False)` `{"path", "bytes"}` dict, passed to `load_video` as it is) and `label` (a `ClassLabel` holding
+the class names). Nothing is decoded when it is built: `VideoClipTransform`, installed with `Dataset.with_transform`,
+samples and decodes the frames of each item when it is read (random frame per segment and training augmentation for
 training, the middle frame and the evaluation transform otherwise), and `VideoClassificationCollator` stacks the clips
 into `pixel_values` (B, T, 3, H, W) with `labels`, mixing training batches with Mixup/CutMix.
 
@@ -13,9 +15,15 @@ runs the same forward passes); the training loop counts, logs and limits them.
 
 Randomness is a pure function of (seed, epoch, video path): the same run replays the same clips and mixes after a
 resume, on any number of processes or data-loader workers.
+
+Streamed datasets (`IterableDataset`) go through `VideoBatchStream`: the same transform and collator, the streams
+shared out across processes and data-loader workers, reshuffled per epoch and resumable in the middle of one.
 """
 
+import copy
 import csv
+import itertools
+import logging
 import math
 import os
 import zlib
@@ -26,11 +34,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, Features, Value
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    IterableDataset,
+    IterableDatasetDict,
+    Value,
+    Video,
+    load_dataset,
+    load_from_disk,
+)
+from datasets.distributed import split_dataset_by_node
 
 from .sampling import segment_indices
 from .video_io import VideoDecodeError, VideoSource, load_video, video_name
 
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 
@@ -146,26 +168,222 @@ def dataset_from_class_folders(
     return _video_dataset(paths, labels, class_names)
 
 
+# ------------------------------------------------------------------------------------------------------ sources
+# Column names searched, in this order, when the caller names none and no feature type decides.
+VIDEO_COLUMN_NAMES = ("video", "path", "video_path", "file")
+LABEL_COLUMN_NAMES = ("label", "labels", "cls")  # `cls`: the WebDataset convention for a class id
+# Files a folder of `load_dataset` data holds (a folder without them is read as one folder per class).
+DATA_FILE_SUFFIXES = (".parquet", ".arrow", ".tar", ".jsonl", ".json", ".csv")
+METADATA_FILE_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+def _find_column(features: Features, wanted: str, matches_type: Callable[[Any], bool], names: Sequence[str]) -> str:
+    """The one column whose feature `matches_type`, else the one named like `names`; a clear error otherwise."""
+    typed = [name for name, feature in features.items() if matches_type(feature)]
+    candidates = typed or [name for name in names if name in features]
+    if len(candidates) == 1:
+        return candidates[0]
+    argument = f"{wanted}_column"
+    if not candidates:
+        raise ValueError(
+            f"Found no {wanted} column among the dataset's columns {list(features)}; name it with `{argument}`."
+        )
+    raise ValueError(f"Several {wanted} columns are possible ({candidates}); name one with `{argument}`.")
+
+
+class _RenumberLabels:
+    """Batched `map` function: a `ClassLabel` column's ids -> the ids of the same class names in `names`."""
+
+    def __init__(self, given: Sequence[str], names: Sequence[str]):
+        position = {name: index for index, name in enumerate(names)}
+        unknown = sorted(set(given) - set(position))
+        if unknown:
+            raise ValueError(
+                f"The dataset has classes {unknown[:10]} that are not among the {len(names)} label names."
+            )
+        self.table = [position[name] for name in given]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {"label": [self.table[label] for label in batch["label"]]}
+
+
+def normalize_video_dataset(
+    dataset: Dataset | IterableDataset,
+    *,
+    video_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None,
+) -> Dataset | IterableDataset:
+    """
+    Any `datasets.Dataset` / `IterableDataset` of videos and labels -> the form the rest of ila_hf reads: exactly
+    two columns, `video` and `label` (a `ClassLabel`).
+
+    Columns: `video_column` / `label_column`, or by default the one `Video` feature or else the one column named
+    video/path/video_path/file, and the one `ClassLabel` or else the one column named label/labels/cls; a
+    `ValueError` lists the columns when none or several fit.
+
+    Videos: a `Video` feature is cast to `Video(decode=False)`, so rows hold `{"path", "bytes"}` dicts and nothing
+    needs torchcodec; a string column holds paths. Either is passed to `load_video` unchanged.
+
+    Labels: a `ClassLabel` keeps its names (remapped by name when `label_names` orders them differently, e.g. a
+    validation split taking the training split's ids); integer ids need `label_names`; strings are mapped through
+    `label_names`, or (map-style datasets only) the sorted distinct strings become the names, which is logged.
+    """
+    if isinstance(label_names, (str, os.PathLike)):
+        label_names = read_label_names(label_names)
+    if isinstance(dataset, IterableDataset) and dataset.features is None:
+        # Streamed CSV / JSON state no types: infer them from the first rows (datasets' own inference; no public
+        # spelling of it exists in datasets 5.2).
+        dataset = dataset._resolve_features()
+    features = dataset.features
+    video_column = video_column or _find_column(
+        features, "video", lambda feature: isinstance(feature, Video), VIDEO_COLUMN_NAMES
+    )
+    label_column = label_column or _find_column(
+        features, "label", lambda feature: isinstance(feature, ClassLabel), LABEL_COLUMN_NAMES
+    )
+    for argument, column in (("video_column", video_column), ("label_column", label_column)):
+        if column not in features:
+            raise ValueError(f"`{argument}={column!r}` is not a column of the dataset: {list(features)}.")
+    video_feature, label_feature = features[video_column], features[label_column]
+    if not (isinstance(video_feature, Video) or video_feature == Value("string")):
+        raise ValueError(
+            f"The video column {video_column!r} must be a `Video` feature or strings (paths), got {video_feature}."
+        )
+
+    if isinstance(video_feature, Video):  # first: a streamed dataset's renaming would decode with the old feature
+        dataset = dataset.cast_column(video_column, Video(decode=False))
+    dataset = dataset.select_columns([video_column, label_column])
+    renames = {old: new for old, new in ((video_column, "video"), (label_column, "label")) if old != new}
+    if renames:  # through temporary names: the two columns may swap names
+        dataset = dataset.rename_columns({old: f"__ila_{new}" for old, new in renames.items()})
+        dataset = dataset.rename_columns({f"__ila_{new}": new for new in renames.values()})
+
+    if isinstance(label_feature, ClassLabel):
+        if label_names is None or list(label_names) == label_feature.names:
+            return dataset
+        renumber = _RenumberLabels(label_feature.names, label_names)
+        features = Features({"video": dataset.features["video"], "label": ClassLabel(names=list(label_names))})
+        return dataset.map(renumber, batched=True, features=features)
+    if label_feature == Value("string") or label_feature == Value("large_string"):
+        if label_names is None:
+            if isinstance(dataset, IterableDataset):
+                raise ValueError(
+                    f"The label column {label_column!r} holds class names; a streamed dataset cannot be scanned for "
+                    "them first: give `label_names`."
+                )
+            label_names = sorted(dataset.unique("label"))
+            logger.info(f"Label names collected from the {label_column!r} column, sorted: {label_names}")
+    elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
+        raise ValueError(
+            f"The label column {label_column!r} must be a `ClassLabel`, integer ids or class names, "
+            f"got {label_feature}."
+        )
+    elif label_names is None:
+        raise ValueError(f"The label column {label_column!r} holds integer ids; give `label_names` for them.")
+    return dataset.cast_column("label", ClassLabel(names=list(label_names)))
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
+
+
+def _holds_data_files(folder: Path) -> bool:
+    """A folder `load_dataset` reads (parquet, arrow, tar shards, or videos with a metadata file)."""
+    return any(
+        path.is_file() and (path.suffix.lower() in DATA_FILE_SUFFIXES or path.name in METADATA_FILE_NAMES)
+        for path in folder.rglob("*")
+    )
+
+
+def _pick_split(datasets: DatasetDict | IterableDatasetDict, split: str | None, source: Any):
+    if split is not None:
+        if split not in datasets:
+            raise ValueError(f"{source} has no split {split!r}; its splits are {list(datasets)}.")
+        return datasets[split]
+    if len(datasets) == 1:
+        return next(iter(datasets.values()))
+    raise ValueError(f"{source} has the splits {list(datasets)}; choose one with `split`.")
+
+
 def build_dataset(
-    source: str | os.PathLike,
+    source: str | os.PathLike | Dataset | IterableDataset,
     *,
     label_names: Sequence[str] | str | os.PathLike | None = None,
     video_root: str | os.PathLike | None = None,
-) -> Dataset:
+    video_column: str | None = None,
+    label_column: str | None = None,
+    dataset_config: str | None = None,
+    split: str | None = None,
+    streaming: bool = False,
+    num_shards: int = 64,
+) -> Dataset | IterableDataset:
     """
-    A dataset from either layout: a folder is read as one folder per class, a file as a released-format list
-    (which then needs `label_names`).
+    A video classification dataset in the normalised form (`video` and `label` columns, see
+    `normalize_video_dataset`) from any of:
+
+    - a released-format list file (`path label_id` lines; needs `label_names`; `video_root` for relative paths);
+    - a folder of class folders (`root/<class>/<video>`, classes from `label_names` or the sorted folder names);
+    - a `datasets.Dataset` or `IterableDataset` object;
+    - a folder written by `save_to_disk`;
+    - what `load_dataset` reads: a local folder or file of parquet / arrow / WebDataset tar shards, a videofolder
+      with a metadata file, or a Hub dataset id, with `dataset_config` (its config name) and `split`.
+
+    Args:
+        video_column, label_column, label_names: see `normalize_video_dataset`.
+        split: the split to take when the source has several (a `DatasetDict`, or `load_dataset` splits).
+        streaming: return an `IterableDataset`: `load_dataset` sources stream their files without materialising
+            them; map-style sources are wrapped with `to_iterable_dataset(num_shards)` so that processes and
+            data-loader workers can share them out (see `VideoBatchStream`).
     """
-    source = Path(source)
-    if source.is_dir():
+    if isinstance(source, (Dataset, IterableDataset, DatasetDict, IterableDatasetDict)):
+        dataset = source
+    else:
+        dataset = _load_source(source, label_names, video_root, dataset_config, split, streaming)
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        dataset = _pick_split(dataset, split, "The dataset")
+    dataset = normalize_video_dataset(
+        dataset, video_column=video_column, label_column=label_column, label_names=label_names
+    )
+    if streaming and isinstance(dataset, Dataset):
+        dataset = dataset.to_iterable_dataset(num_shards=max(1, min(num_shards, len(dataset))))
+    return dataset
+
+
+def _load_source(source, label_names, video_root, dataset_config, split, streaming):
+    """A path or Hub id -> a `Dataset`, `IterableDataset` or dict of them (not yet normalised)."""
+    path = Path(source)
+    if path.is_dir() and _is_saved_dataset(path):
+        return load_from_disk(str(path))
+    if path.is_dir() and not _holds_data_files(path):
         if isinstance(label_names, (str, os.PathLike)):
             label_names = read_label_names(label_names)
-        return dataset_from_class_folders(source, class_names=label_names)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source} is neither a list file nor a folder of class folders.")
-    if label_names is None:
-        raise ValueError(f"{source} is a list file of label ids; give `label_names` (an `id,name` CSV or a list).")
-    return dataset_from_video_list(source, label_names, video_root)
+        return dataset_from_class_folders(path, class_names=label_names)
+    if path.is_file() and path.suffix.lower() not in DATA_FILE_SUFFIXES:
+        if label_names is None:
+            raise ValueError(f"{path} is a list file of label ids; give `label_names` (an `id,name` CSV or a list).")
+        return dataset_from_video_list(path, label_names, video_root)
+    if path.is_file():
+        builder = {".tar": "webdataset", ".jsonl": "json"}.get(path.suffix.lower(), path.suffix.lower()[1:])
+        return load_dataset(builder, data_files=str(path), split=split or "train", streaming=streaming)
+    if path.is_dir():
+        return load_dataset(str(path), name=dataset_config, split=split, streaming=streaming)
+    if path.is_absolute() or os.fspath(source).startswith((".", "~")):
+        raise FileNotFoundError(f"{source} does not exist (expected a list file, a folder or a Hub dataset id).")
+    return load_dataset(os.fspath(source), name=dataset_config, split=split, streaming=streaming)
+
+
+def num_examples(dataset: Dataset | IterableDataset) -> int | None:
+    """
+    Examples in a dataset: `len` for a map-style one; for a streamed one the split's count in its `DatasetInfo`
+    when the source states it (Hub datasets with metadata usually do), else None (then train for `max_steps`).
+    """
+    if isinstance(dataset, Dataset):
+        return len(dataset)
+    splits = dataset.info.splits or {}
+    split_info = splits.get(str(dataset.split)) if dataset.split is not None else None
+    return split_info.num_examples if split_info is not None and split_info.num_examples else None
 
 
 # ------------------------------------------------------------------------------------------------------ clips
@@ -419,13 +637,177 @@ class VideoClassificationCollator:
         return {"pixel_values": pixel_values, "labels": labels}
 
 
+
+# ------------------------------------------------------------------------------------------------------ streaming
+class _StreamBatches(torch.utils.data.IterableDataset):
+    """
+    What one data-loader worker (or the main process, without workers) runs: its own stream of the dataset,
+    resumed where the checkpoint left it, turned into collated batches, each tagged with the stream's position.
+    """
+
+    def __init__(self, stream: "VideoBatchStream", epoch: int, positions: dict[int, dict], rotation: int):
+        self.stream = stream
+        self.epoch = epoch
+        self.positions = positions
+        self.rotation = rotation
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        num_workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        # The worker that takes the next batch after a resume continues the stream that was due next.
+        index = (worker_id + self.rotation) % num_workers
+        owner = self.stream
+        streams = owner.world_size * num_workers
+        part = split_dataset_by_node(
+            owner.dataset,
+            rank=owner.rank * num_workers + index,
+            world_size=streams,
+            # whole shards when there are enough of them (no example is read twice); else every stream reads all
+            # examples and keeps one in `streams`
+            strategy="shards" if owner.dataset.num_shards >= streams else "examples",
+        )
+        part.set_epoch(self.epoch)
+        position = self.positions.get(index)
+        consumed = position["examples"] if position else 0
+        if position and not owner.shuffle_buffer_size:
+            part.load_state_dict(position["state"])
+        rows = part.iter(batch_size=owner.batch_size)  # `iter` leaves worker sharding to us
+        if position and owner.shuffle_buffer_size:
+            # `load_state_dict` would drop the shuffle buffer's content (datasets refills it with new examples):
+            # replay the stream's order instead, skipping the rows already trained on without decoding them.
+            rows = itertools.islice(rows, consumed // owner.batch_size, None)
+        for rows_batch in rows:
+            items = owner.transform(rows_batch)  # {column: [value per item]}
+            batch = owner.collator([dict(zip(items, values)) for values in zip(*items.values())])
+            consumed += len(rows_batch["label"])
+            batch["stream_position"] = {"stream": index, "examples": consumed, "state": part.state_dict()}
+            yield batch
+
+
+class VideoBatchStream:
+    """
+    Batches of a streamed (`IterableDataset`) video dataset for one process, resumable in the middle of an epoch.
+
+    The dataset (normalised, see `build_dataset(..., streaming=True)`) is cut into `world_size * max(1,
+    num_workers)` streams with `datasets.distributed.split_dataset_by_node`: whole shards when the dataset has at
+    least that many, else one example in `world_size * num_workers` each. Each data-loader worker reads its own
+    stream and runs `transform` (e.g. `VideoClipTransform`, the same per-clip transform as the map-style path) and
+    `collator` (`VideoClassificationCollator`) on `batch_size` rows at a time, so undecodable videos are skipped and
+    reported in `skipped_videos` exactly as in the map-style path. Streams never share an example, so the processes
+    together see every example of an epoch exactly once (evaluation with shuffling off counts each once); they may
+    see different numbers of batches.
+
+    Contract for a training loop:
+        stream = VideoBatchStream(dataset, transform, collator, batch_size, rank=accelerator.process_index,
+                                  world_size=accelerator.num_processes, num_workers=..., shuffle_buffer_size=...)
+        accelerator.register_for_checkpointing(stream)    # state_dict / load_state_dict below
+        for epoch in ...:
+            stream.set_epoch(epoch); transform.set_epoch(epoch)
+            for batch in stream:                           # after a resume: the rest of the checkpoint's epoch
+                ...  move the tensors to the device; do not `accelerator.prepare` the stream (it would shard again)
+
+    Every process must take the same number of optimizer steps: end an epoch on every process when the first runs
+    out (gather a flag per micro-batch), and size the schedule from `num_examples(dataset)` or `max_steps`.
+
+    Resume: `state_dict()` holds, per stream, how many examples it has handed out and `datasets`' own state after
+    them, plus how many batches this process has taken. `load_state_dict` then restarts each stream there: without a
+    shuffle buffer from `datasets`' state (no re-reading); with one, by replaying the epoch's order and skipping
+    the consumed rows undecoded (`datasets` would otherwise lose the buffer's content). The data-loader's round
+    robin is rotated so that the resumed run takes its batches in the uninterrupted run's order, exact while every
+    stream is still running at the checkpoint. Resume with the same `world_size`, `num_workers` and `batch_size`.
+
+    Randomness: the stream's shard order and shuffle buffer come from `seed` and the epoch (`set_epoch`), the clips'
+    sampling and augmentation from the transform's (seed, epoch, video).
+    """
+
+    def __init__(
+        self,
+        dataset: IterableDataset,
+        transform: Callable[[dict[str, list]], dict[str, list]],
+        collator: Callable[[list[dict]], dict[str, Any]],
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        shuffle_buffer_size: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ):
+        if not isinstance(dataset, IterableDataset):
+            raise TypeError(f"VideoBatchStream streams a datasets.IterableDataset, got {type(dataset).__name__}.")
+        self.dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size) if shuffle_buffer_size else dataset
+        self.transform = transform
+        self.collator = collator
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.pin_memory = pin_memory
+        self.epoch = 0
+        self._position = self._start(0)
+        self._resume: dict | None = None
+
+    def _start(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "batches": 0,
+            "streams": {},
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before every epoch: reseeds the shard order and the shuffle buffer."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        position = self._start(self.epoch)
+        if self._resume is not None and self._resume["epoch"] == self.epoch:
+            position = copy.deepcopy(self._resume)
+        self._resume = None
+        self._position = position
+        producer = _StreamBatches(
+            self, self.epoch, dict(position["streams"]), rotation=position["batches"] % max(1, self.num_workers)
+        )
+        loader = torch.utils.data.DataLoader(
+            producer, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory
+        )
+        for batch in loader:
+            stream_position = batch.pop("stream_position")
+            position["streams"][stream_position.pop("stream")] = stream_position
+            position["batches"] += 1
+            yield batch
+        self._position = self._start(self.epoch + 1)
+
+    def state_dict(self) -> dict:
+        """Where this process is: the epoch, batches taken, and each stream's position (see the class docstring)."""
+        return copy.deepcopy(self._position)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from `state_dict()`: the next iteration over the state's epoch continues where it stopped."""
+        for key in ("world_size", "num_workers", "batch_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"The stream's checkpoint was taken with {key}={state[key]}, this run has {getattr(self, key)}; "
+                    f"resume with {key}={state[key]} to continue the epoch exactly."
+                )
+        self._resume = copy.deepcopy(state)
+        self.epoch = state["epoch"]
+
+
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "VideoBatchStream",
     "MixupCutmix",
     "VideoClassificationCollator",
     "VideoClipTransform",
     "VideoProcessorTransform",
     "build_dataset",
+    "normalize_video_dataset",
+    "num_examples",
     "clip_seed",
     "cutmix_box",
     "dataset_from_class_folders",

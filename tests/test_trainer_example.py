@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ila_hf import ILAForVideoClassification
+from tests.conftest import TRAINING_CLASSES
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_with_trainer.py"
@@ -90,3 +91,29 @@ def test_epoch_callback_applies_align_decay_and_the_clip_epoch(tiny_clip_dir):
     example.EpochCallback(clips).on_epoch_begin(None, SimpleNamespace(epoch=31.0), None, model=model)
     assert clips.epoch == 31
     assert model.ila.encoder.layers[0].alignment.jitter_delta.item() == pytest.approx(0.05)
+
+
+def test_streamed_csv_of_paths_and_class_names_trains_and_evaluates_every_video(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    # A load_dataset source with the column names: `video_path` and class names in `labels`.
+    rows = ["video_path,labels"]
+    for line in (tiny_video_dataset / "val.txt").read_text().split("\n"):
+        if line:
+            relative, label = line.rsplit(maxsplit=1)
+            rows.append(f"{tiny_video_dataset / relative},{TRAINING_CLASSES[int(label)]}")
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = load_example().main(
+            ["--clip-model", str(tiny_clip_dir), "--train-data", str(tmp_path / "val.csv")]
+            + ["--validation-data", str(tmp_path / "val.csv"), "--label-names", str(tiny_video_dataset / "labels.csv")]
+            + ["--streaming", "--max-steps", "2", "--output-dir", str(tmp_path / "run"), "--num-frames", "4"]
+            + ["--batch-size", "4", "--num-workers", "0", "--logging-steps", "1", "--save-strategy", "no"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert results["train"]["train_loss"] > 0
+    assert sum("loss" in entry and "eval_loss" not in entry for entry in results["log_history"]) == 2
+    assert results["eval"]["eval_num_samples"] == 7
