@@ -13,6 +13,7 @@ import importlib
 
 # Loaded on first use, so that `ila_hf.training.config` (argument parsing) does not import datasets.
 _SUBMODULE_OF = {
+    "ARCHITECTURES": "config",
     "MIXED_PRECISION_CHOICES": "config",
     "TrainingConfig": "config",
     "TrainingResult": "config",
@@ -22,7 +23,6 @@ _SUBMODULE_OF = {
     "NonFiniteLossError": "faults",
     "UndecodableDataError": "faults",
     "build_model": "loop",
-    "build_video_processor": "loop",
     "evaluate": "loop",
     "top_k_accuracy": "loop",
     "train": "loop",
@@ -41,6 +41,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ARCHITECTURES",
     "MIXED_PRECISION_CHOICES",
     "NonFiniteLossError",
     "TrainingConfig",
@@ -51,7 +52,6 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
-    "build_video_processor",
     "config_from_args",
     "evaluate",
     "jitter_delta",

@@ -10,6 +10,7 @@ from typing import Any
 
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+ARCHITECTURES = ("ila", "frame_averaging")
 
 
 @dataclass
@@ -34,6 +35,13 @@ class TrainingConfig:
     interaction_variant: str = "depthwise"  # "depthwise" (K400 recipe) or "conv" (SSv2 recipe)
     freeze_backbone: bool = True
     drop_path_rate: float = 0.0
+    # None: ILAVideoConfig's default (the released 256 channels, loss weight 1.0, dropout 0.5)
+    interaction_channels: int | None = None
+    alignment_loss_weight: float | None = None
+    classifier_dropout: float | None = None
+    # "ila", or "frame_averaging": CLIP frame averaging on `clip_model`, the baseline without temporal modelling
+    # (trained and evaluated by the same loop, not exported)
+    architecture: str = "ila"
 
     # Optimisation: AdamW, cosine schedule with linear warm-up, learning rate per parameter group.
     epochs: int = 30
@@ -58,6 +66,7 @@ class TrainingConfig:
     mixup_switch_prob: float = 0.5
     jitter_delta: float = 0.2
     align_decay_start_epoch: int = 30  # 0-based: delta halves at the start of this epoch and of every later one
+    augment: bool = True  # the released augmentation; False: training clips are preprocessed as evaluation clips
     horizontal_flip: bool = True  # turn off where direction is the label (Something-Something)
     mixed_precision: str = "no"  # "no", "fp16" (the release's AMP) or "bf16"; accelerate allows one per process
     activation_checkpointing: bool = False
@@ -93,6 +102,12 @@ class TrainingConfig:
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, got {self.mixed_precision!r}.")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}.")
+        if self.architecture == "frame_averaging" and self.clip_model is None:
+            raise ValueError("architecture='frame_averaging' builds the baseline on a CLIP model: give `clip_model`.")
+        if self.architecture == "frame_averaging" and self.activation_checkpointing:
+            raise ValueError("activation_checkpointing applies to ILA models, not to architecture='frame_averaging'.")
         if self.export not in ("best", "last"):
             raise ValueError(f"export must be 'best' or 'last', got {self.export!r}.")
         if (self.clip_model is None) == (self.model_name_or_path is None):
@@ -142,6 +157,8 @@ _ARGUMENT_HELP = {
     "log_with": "accelerate trackers, e.g. tensorboard wandb",
     "stop_after_steps": "end after this many optimizer steps in total, with a checkpoint; continue with --resume",
     "max_bad_video_fraction": "undecodable videos (skipped and logged) a split may have before the run stops",
+    "architecture": "ila, or frame_averaging: the CLIP frame-averaging baseline (not exported)",
+    "augment": "the released training augmentation (--no-augment: evaluation preprocessing for training clips too)",
     "max_consecutive_nonfinite_steps": "stop after this many optimizer steps in a row with a NaN/inf loss (skipped)",
 }
 
@@ -150,6 +167,7 @@ _ARGUMENT_CHOICES = {
     "head": ("linear", "text"),
     "interaction_variant": ("depthwise", "conv"),
     "mixed_precision": MIXED_PRECISION_CHOICES,
+    "architecture": ARCHITECTURES,
     "export": ("best", "last"),
 }
 
@@ -194,6 +212,11 @@ def config_from_args(args: argparse.Namespace) -> "TrainingConfig":
     return TrainingConfig(**values)
 
 
-
-
-__all__ = ["MIXED_PRECISION_CHOICES", "TrainingConfig", "TrainingResult", "add_training_arguments", "config_from_args"]
+__all__ = [
+    "ARCHITECTURES",
+    "MIXED_PRECISION_CHOICES",
+    "TrainingConfig",
+    "TrainingResult",
+    "add_training_arguments",
+    "config_from_args",
+]

@@ -22,14 +22,19 @@ def export_run(
     final_metrics: dict[str, Any],
     num_videos: dict[str, int],
     seconds: float,
-) -> tuple[Path, HubUpload | None]:
+) -> tuple[Path | None, HubUpload | None]:
     """
     Export the trained (prepared) `model` with `video_processor` to `output_dir/model` and write `metrics.json`, on the
     main process; start the Hub upload when `push_to_hub` is set. `num_videos` has the "train" and "validation"
     split sizes. Every process must call it (gathering the weights is a collective). Returns (model folder, the
-    running upload or None).
+    running upload or None); the frame-averaging baseline writes only `metrics.json` and returns (None, None).
     """
     output_dir = Path(config.output_dir)
+    if config.architecture != "ila":  # the baseline is for comparison: its numbers only
+        if accelerator.is_main_process:
+            write_metrics(output_dir, final_metrics, progress)
+        accelerator.wait_for_everyone()
+        return None, None
     model_dir = output_dir / "model"
     upload = None
     state_dict = accelerator.get_state_dict(model)  # collective: gathers FSDP / DeepSpeed shards
@@ -80,6 +85,7 @@ def write_metrics(output_dir: Path, final_metrics: dict[str, Any], progress: Tra
         "global_step": progress.global_step,
         **fault_report(progress),
     }
+    output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(output_dir / "metrics.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
 
 

@@ -37,8 +37,10 @@ from ..data import (
     build_dataset,
 )
 from ..inference import view_probabilities
+from ..baselines import FrameAveragingClassifier
 from ..modeling_ila import ILAForVideoClassification
 from ..transforms import EvalClipTransform, TrainClipTransform
+from ..video_processing_ila import ILAVideoProcessor
 from .checkpoints import TrainingProgress, load_best_weights, resume_from_latest, save_best_weights, save_checkpoint
 from .config import TrainingConfig, TrainingResult
 from .export import export_run, numbers
@@ -141,7 +143,9 @@ def _set_up(config: TrainingConfig) -> _Run:
             config.validation_data, label_names=label_names, video_root=config.video_root
         )
     model = build_model(config, label_names)
-    video_processor = build_video_processor(model)
+    # Exported with the model and runs the final evaluation. The baseline takes any number of frames: the run's.
+    baseline_frames = config.num_frames if config.architecture == "frame_averaging" else None
+    video_processor = ILAVideoProcessor.for_config(model.config, num_frames=baseline_frames)
     train_clip_transform, eval_clip_transform = build_clip_transforms(config, model.config.image_size)
     train_transform = VideoClipTransform(
         train_clip_transform, config.num_frames, training=True, seed=config.seed, skip_undecodable=True
@@ -222,7 +226,8 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
     accelerator, progress = run.accelerator, run.progress
     epoch = progress.epoch
     delta = jitter_delta(epoch, config.jitter_delta, config.align_decay_start_epoch)
-    accelerator.unwrap_model(run.model).set_jitter_delta(delta)
+    if config.architecture == "ila":
+        accelerator.unwrap_model(run.model).set_jitter_delta(delta)
     run.train_transform.set_epoch(epoch)
     run.train_loader.set_epoch(epoch)
     batches = run.train_loader
@@ -299,25 +304,26 @@ def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: in
 
 class _RunningLosses:
     """This process's sums of the logged losses since the last log line, as tensors (no device sync per batch);
-    non-finite losses stay out of the averages."""
+    non-finite losses stay out of the averages. ILA's outputs also split the loss into its two terms."""
 
     NAMES = ("loss", "classification_loss", "alignment_loss")
 
     def __init__(self):
-        self.sums = dict.fromkeys(self.NAMES, 0.0)
+        self.sums: dict[str, Any] = {"loss": 0.0}
         self.batches = 0.0
 
     def add(self, outputs) -> None:
         finite = torch.isfinite(outputs.loss.detach())
         for name in self.NAMES:
-            self.sums[name] += torch.where(finite, outputs[name].detach().float(), 0.0)
+            if outputs.get(name) is not None:
+                self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, outputs[name].detach().float(), 0.0)
         self.batches += finite.float()
 
     def averages(self) -> dict[str, float]:
         """{"train/loss": ..., ...} since the last call, then start over."""
         averaged = max(float(self.batches), 1.0)
         logs = {f"train/{name}": float(value) / averaged for name, value in self.sums.items()}
-        self.sums, self.batches = dict.fromkeys(self.NAMES, 0.0), 0.0
+        self.sums, self.batches = dict.fromkeys(self.sums, 0.0), 0.0
         return logs
 
 
@@ -383,9 +389,15 @@ def _finish_trackers(accelerator: Accelerator) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ pieces
-def build_model(config: TrainingConfig, label_names: list[str]) -> ILAForVideoClassification:
+def build_model(
+    config: TrainingConfig, label_names: list[str]
+) -> ILAForVideoClassification | FrameAveragingClassifier:
+    """The model to train: ILA from `clip_model` (a new head for `label_names`) or from `model_name_or_path` (the
+    same classes), or the frame-averaging baseline on `clip_model`."""
     id2label = dict(enumerate(label_names))
     label2id = {name: index for index, name in id2label.items()}
+    if config.architecture == "frame_averaging":
+        return FrameAveragingClassifier.from_clip(config.clip_model, len(label_names), config.freeze_backbone)
     if config.model_name_or_path:
         model = ILAForVideoClassification.from_pretrained(config.model_name_or_path)
         if [model.config.id2label[i] for i in sorted(model.config.id2label)] != list(label_names):
@@ -394,6 +406,11 @@ def build_model(config: TrainingConfig, label_names: list[str]) -> ILAForVideoCl
                 "start from `clip_model` to train a new head."
             )
     else:
+        model_settings = {  # given ones only: None keeps ILAVideoConfig's default
+            name: getattr(config, name)
+            for name in ("interaction_channels", "alignment_loss_weight", "classifier_dropout")
+            if getattr(config, name) is not None
+        }
         model = ILAForVideoClassification.from_clip(
             config.clip_model,
             num_frames=config.num_frames,
@@ -404,6 +421,7 @@ def build_model(config: TrainingConfig, label_names: list[str]) -> ILAForVideoCl
             freeze_backbone=config.freeze_backbone,
             drop_path_rate=config.drop_path_rate,
             jitter_delta=config.jitter_delta,
+            **model_settings,
         )
         if config.head == "text":
             model.set_class_names(list(label_names), config.clip_text_model or config.clip_model)
@@ -414,18 +432,13 @@ def build_model(config: TrainingConfig, label_names: list[str]) -> ILAForVideoCl
     return model
 
 
-def build_video_processor(model: ILAForVideoClassification):
-    """The `ILAVideoProcessor` matching the model's frames and image size (saved with the exported model)."""
-    from ..video_processing_ila import ILAVideoProcessor
-
-    size = model.config.image_size
-    return ILAVideoProcessor(num_frames=model.config.num_frames, crop_size={"height": size, "width": size})
-
-
 def build_clip_transforms(config: TrainingConfig, image_size: int):
-    """(training augmentation, single-view evaluation transform) of the released recipe, for `VideoClipTransform`."""
-    train_transform = TrainClipTransform(image_size, flip_p=0.5 if config.horizontal_flip else 0.0)
-    return train_transform, EvalClipTransform(image_size)
+    """(training transform, single-view evaluation transform) of the released recipe, for `VideoClipTransform`:
+    the released augmentation, or with `augment=False` the evaluation preprocessing for training clips too."""
+    eval_transform = EvalClipTransform(image_size)
+    if not config.augment:
+        return eval_transform, eval_transform
+    return TrainClipTransform(image_size, flip_p=0.5 if config.horizontal_flip else 0.0), eval_transform
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
@@ -486,4 +499,4 @@ def _scores_and_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor) 
 
 
 
-__all__ = ["build_clip_transforms", "build_model", "build_video_processor", "evaluate", "top_k_accuracy", "train"]
+__all__ = ["build_clip_transforms", "build_model", "evaluate", "top_k_accuracy", "train"]

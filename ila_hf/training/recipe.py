@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from ..baselines import FrameAveragingClassifier
 from ..modeling_ila import ILAForVideoClassification
 from .config import TrainingConfig
 
@@ -28,8 +29,8 @@ def _no_weight_decay(name: str, parameter: torch.nn.Parameter) -> bool:
     return parameter.ndim <= 1 or name.endswith(".bias") or "position_embedding" in name or "class_embedding" in name
 
 
-def parameter_group_name(name: str, backbone_names: set[str]) -> str:
-    """The recipe's group of a parameter of `ILAForVideoClassification`, by name."""
+def parameter_group_name(name: str, backbone_names: set[str], head_prefixes: tuple[str, ...] = ("head.",)) -> str:
+    """The recipe's group of a parameter of `ILAForVideoClassification` (or of the baseline), by name."""
     if name in backbone_names:
         return "backbone"
     if ".aligned_tokens_proj." in name or ".interaction_tokens_proj." in name:
@@ -38,12 +39,21 @@ def parameter_group_name(name: str, backbone_names: set[str]) -> str:
         return "alignment"
     if name.startswith("mit."):
         return "mit"
-    if name.startswith("head."):
+    if name.startswith(head_prefixes):
         return "head"
     return "other"
 
 
-def build_optimizer(model: ILAForVideoClassification, config: TrainingConfig) -> torch.optim.AdamW:
+def _backbone_and_head(model: ILAForVideoClassification | FrameAveragingClassifier) -> tuple[set[str], tuple[str, ...]]:
+    """(names of the CLIP backbone's parameters, name prefixes of the head's) of ILA or of the baseline."""
+    if isinstance(model, FrameAveragingClassifier):
+        return {f"clip.{name}" for name, _ in model.clip.named_parameters()}, ("norm.", "classifier.")
+    return {f"ila.{name}" for name, _ in model.ila.clip_backbone_parameters()}, ("head.",)
+
+
+def build_optimizer(
+    model: ILAForVideoClassification | FrameAveragingClassifier, config: TrainingConfig
+) -> torch.optim.AdamW:
     """
     AdamW over the recipe's parameter groups; each group is split into a decayed part and a `_no_decay` part
     (biases, 1-D parameters, position and class embeddings). Frozen parameters get no group and no optimizer state.
@@ -52,7 +62,8 @@ def build_optimizer(model: ILAForVideoClassification, config: TrainingConfig) ->
     - alignment: message_fc, message_ln, alignment.* of every layer (alignment_learning_rate, alignment_weight_decay)
     - temporal_skip: aligned_tokens_proj, interaction_tokens_proj (base x temporal_skip_lr_scale, weight_decay)
     - mit: mit.* (mit_learning_rate, weight_decay)
-    - head: head.*, the classifier or the prompt generator (head_learning_rate, weight_decay)
+    - head: head.*, the classifier or the prompt generator; the baseline's norm and classifier (head_learning_rate,
+      weight_decay)
     - backbone: the CLIP weights, when not frozen (base_learning_rate, weight_decay)
     - other: anything else trainable (base_learning_rate, weight_decay)
 
@@ -66,13 +77,12 @@ def build_optimizer(model: ILAForVideoClassification, config: TrainingConfig) ->
         "backbone": (config.base_learning_rate, config.weight_decay),
         "other": (config.base_learning_rate, config.weight_decay),
     }
-    backbone_names = {name for name, _ in model.ila.clip_backbone_parameters()}
-    backbone_names = {f"ila.{name}" for name in backbone_names}
+    backbone_names, head_prefixes = _backbone_and_head(model)
     grouped: dict[str, list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        group = parameter_group_name(name, backbone_names)
+        group = parameter_group_name(name, backbone_names, head_prefixes)
         grouped.setdefault(group + ("_no_decay" if _no_weight_decay(name, parameter) else ""), []).append(parameter)
     param_groups = []
     for group, (learning_rate, weight_decay) in settings.items():
