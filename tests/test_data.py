@@ -1,5 +1,7 @@
 """ila_hf.data: datasets from list files and class folders, lazy clip decoding, collation, Mixup/CutMix."""
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -164,6 +166,21 @@ def test_processor_transform_gives_every_view_of_the_exported_protocol(tiny_vide
     views = dataset.with_transform(VideoProcessorTransform(processor, num_clips=2, num_crops=3))[0]
     assert single["pixel_values"].shape == (4, 3, 32, 32) and single["labels"] == 0
     assert views["pixel_values"].shape == (6, 4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_evaluation_clip_transform_equals_the_video_processor_single_view(tiny_video_dataset, size):
+    """Training clips without augmentation (`augment=False`) are preprocessed as the processor's evaluation clips:
+    the same frames, resize, crop and normalisation (up to float rounding of the two resize implementations)."""
+    from ila_hf.transforms import EvalClipTransform
+    from ila_hf.video_processing_ila import ILAVideoProcessor
+
+    dataset = build_dataset(tiny_video_dataset / "videos")  # 64x48 videos: the short side is resized in both paths
+    processor = ILAVideoProcessor.for_config(types.SimpleNamespace(num_frames=4, image_size=size))
+    by_processor = dataset.with_transform(VideoProcessorTransform(processor))[:3]["pixel_values"]
+    by_transform = dataset.with_transform(VideoClipTransform(EvalClipTransform(size), 4, training=False))[:3]
+    for processed, transformed in zip(by_processor, by_transform["pixel_values"]):
+        torch.testing.assert_close(processed, transformed, rtol=0, atol=1e-5)
 
 
 def test_clip_seed_depends_on_seed_epoch_and_video():

@@ -139,7 +139,9 @@ def load_best_weights(model, output_dir: Path) -> None:
     model.load_state_dict(load_file(output_dir / "best" / "model.safetensors"))
 
 
-def resume_from_latest(accelerator: Accelerator, checkpoints_dir: Path, resume: bool, progress: TrainingProgress) -> None:
+def resume_from_latest(
+    accelerator: Accelerator, checkpoints_dir: Path, resume: bool, progress: TrainingProgress
+) -> None:
     """
     With `resume`, load the latest complete checkpoint (model, optimizer, scheduler, `progress`, random states) into
     the prepared objects; without, refuse a folder that already holds another run's checkpoints.

@@ -1,9 +1,11 @@
 """Fine-tune ILA with Hugging Face accelerate, following the released recipe.
 
-Read `train` top to bottom: build the data, the model, the optimizer (one learning rate per parameter group) and the
-cosine schedule; prepare them with accelerate; optionally resume from the latest checkpoint; then per epoch set the
-alignment jitter ("align decay"), train with gradient accumulation, evaluate, checkpoint; finally evaluate, export
-and optionally push to the Hub.
+Read `train` top to bottom: set up (`_set_up`: the data, the model, the optimizer with one learning rate per parameter
+group, the cosine schedule, all prepared with accelerate); optionally resume from the latest checkpoint; then per epoch
+set the alignment jitter ("align decay") and train with gradient accumulation (`_train_epoch`, `_train_micro_batch`),
+then validate and checkpoint (`_end_epoch`); finally evaluate with the configured views, export and optionally push to
+the Hub. Every evaluation's clips come from the video processor exported with the model. The same loop trains the
+frame-averaging baseline (`architecture="frame_averaging"`), which `ila-hf demo` compares ILA with.
 
 Runs on one CPU or GPU as a plain `python` program and on many with `accelerate launch` (see docs/distributed.md).
 A run that is stopped and resumed with `resume=True` ends with exactly the weights of an uninterrupted run: the
@@ -15,7 +17,6 @@ loss is NaN or infinite is skipped (the same on every process) and `max_consecut
 stop the run.
 """
 
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..baselines import FrameAveragingClassifier
 from ..data import (
     MixupCutmix,
     VideoClassificationCollator,
@@ -37,7 +39,6 @@ from ..data import (
     build_dataset,
 )
 from ..inference import view_probabilities
-from ..baselines import FrameAveragingClassifier
 from ..modeling_ila import ILAForVideoClassification
 from ..transforms import EvalClipTransform, TrainClipTransform
 from ..video_processing_ila import ILAVideoProcessor
@@ -46,9 +47,6 @@ from .config import TrainingConfig, TrainingResult
 from .export import export_run, numbers
 from .faults import StepWindow, fault_report, micro_batch_everywhere, record_step_faults, record_undecodable
 from .recipe import build_optimizer, build_scheduler, jitter_delta
-
-
-logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -102,7 +100,7 @@ class _Run:
 
     accelerator: Accelerator
     model: torch.nn.Module
-    video_processor: Any  # exported with the model; runs the final evaluation
+    video_processor: ILAVideoProcessor  # exported with the model; makes every evaluation's clips
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     train_dataset: Any
@@ -143,20 +141,20 @@ def _set_up(config: TrainingConfig) -> _Run:
             config.validation_data, label_names=label_names, video_root=config.video_root
         )
     model = build_model(config, label_names)
-    # Exported with the model and runs the final evaluation. The baseline takes any number of frames: the run's.
+    # Exported with the model; makes the evaluation clips. The baseline takes any number of frames: the run's.
     baseline_frames = config.num_frames if config.architecture == "frame_averaging" else None
     video_processor = ILAVideoProcessor.for_config(model.config, num_frames=baseline_frames)
-    train_clip_transform, eval_clip_transform = build_clip_transforms(config, model.config.image_size)
     train_transform = VideoClipTransform(
-        train_clip_transform, config.num_frames, training=True, seed=config.seed, skip_undecodable=True
+        build_train_clip_transform(config, model.config.image_size),
+        config.num_frames,
+        training=True,
+        seed=config.seed,
+        skip_undecodable=True,
     )
     train_loader = _training_loader(config, train_dataset.with_transform(train_transform), len(label_names))
     validation_loader = None
-    if validation_dataset is not None:
-        eval_transform = VideoClipTransform(
-            eval_clip_transform, config.num_frames, training=False, seed=config.seed, skip_undecodable=True
-        )
-        validation_loader = _evaluation_loader(config, validation_dataset.with_transform(eval_transform))
+    if validation_dataset is not None:  # one view per video, made by the exported video processor itself
+        validation_loader = _evaluation_loader(config, validation_dataset, video_processor, num_clips=1, num_crops=1)
 
     optimizer = build_optimizer(model, config)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -211,9 +209,14 @@ def _training_loader(config: TrainingConfig, dataset, num_labels: int) -> DataLo
     )
 
 
-def _evaluation_loader(config: TrainingConfig, dataset) -> DataLoader:
+def _evaluation_loader(
+    config: TrainingConfig, dataset, video_processor: ILAVideoProcessor, num_clips: int, num_crops: int
+) -> DataLoader:
+    """Evaluation clips made by `video_processor`, with `num_clips` x `num_crops` views per video."""
+    views = {"num_clips": num_clips, "num_crops": num_crops}
+    transform = VideoProcessorTransform(video_processor, skip_undecodable=True, **views)
     return DataLoader(
-        dataset,
+        dataset.with_transform(transform),
         batch_size=config.eval_batch_size or config.batch_size,
         collate_fn=VideoClassificationCollator(),
         num_workers=config.num_workers,
@@ -263,7 +266,8 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
             if config.log_with:
                 accelerator.log(logs, step=progress.global_step)
         stopped_early = bool(config.stop_after_steps) and progress.global_step >= config.stop_after_steps
-        checkpoint_due = bool(config.checkpoint_every_steps) and progress.global_step % config.checkpoint_every_steps == 0
+        every = config.checkpoint_every_steps
+        checkpoint_due = bool(every) and progress.global_step % every == 0
         if checkpoint_due or stopped_early:  # a planned stop saves too: resume continues from this step
             save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
         if stopped_early:
@@ -342,7 +346,8 @@ def _end_epoch(run: _Run, config: TrainingConfig) -> None:
             f"epoch {epoch}: top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f}"
         )
         if config.log_with:
-            accelerator.log({f"eval/{key}": value for key, value in numbers(metrics).items()}, step=progress.global_step)
+            logs = {f"eval/{key}": value for key, value in numbers(metrics).items()}
+            accelerator.log(logs, step=progress.global_step)
         if metrics["top1"] > progress.best_top1:
             progress.best_top1, progress.best_epoch = metrics["top1"], epoch
             if config.export == "best":
@@ -359,17 +364,14 @@ def _final_evaluation(run: _Run, config: TrainingConfig) -> dict[str, Any]:
         load_best_weights(accelerator.unwrap_model(run.model), Path(config.output_dir))
     if run.validation_dataset is None:
         return {}
-    transform = VideoProcessorTransform(
-        run.video_processor,
-        skip_undecodable=True,
-        num_clips=config.final_num_clips,
-        num_crops=config.final_num_crops,
+    loader = _evaluation_loader(
+        config, run.validation_dataset, run.video_processor, config.final_num_clips, config.final_num_crops
     )
-    loader = accelerator.prepare(_evaluation_loader(config, run.validation_dataset.with_transform(transform)))
-    metrics = evaluate(run.model, loader, accelerator, desc="final eval")
+    metrics = evaluate(run.model, accelerator.prepare(loader), accelerator, desc="final eval")
     record_undecodable(accelerator, run.progress, metrics, "validation", len(run.validation_dataset), config)
     if config.log_with:
-        accelerator.log({f"final/{key}": value for key, value in numbers(metrics).items()}, step=run.progress.global_step)
+        logs = {f"final/{key}": value for key, value in numbers(metrics).items()}
+        accelerator.log(logs, step=run.progress.global_step)
     return metrics
 
 
@@ -385,7 +387,6 @@ def _finish_trackers(accelerator: Accelerator) -> None:
     # launcher), not to this call; `train` may run again in the same processes (e.g. resuming, or a second model).
     for tracker in accelerator.trackers:
         tracker.finish()
-
 
 
 # ------------------------------------------------------------------------------------------------------ pieces
@@ -432,13 +433,12 @@ def build_model(
     return model
 
 
-def build_clip_transforms(config: TrainingConfig, image_size: int):
-    """(training transform, single-view evaluation transform) of the released recipe, for `VideoClipTransform`:
-    the released augmentation, or with `augment=False` the evaluation preprocessing for training clips too."""
-    eval_transform = EvalClipTransform(image_size)
+def build_train_clip_transform(config: TrainingConfig, image_size: int) -> TrainClipTransform | EvalClipTransform:
+    """The training clips' transform for `VideoClipTransform`: the released augmentation, or with `augment=False`
+    the evaluation preprocessing (the video processor's single view)."""
     if not config.augment:
-        return eval_transform, eval_transform
-    return TrainClipTransform(image_size, flip_p=0.5 if config.horizontal_flip else 0.0), eval_transform
+        return EvalClipTransform(image_size)
+    return TrainClipTransform(image_size, flip_p=0.5 if config.horizontal_flip else 0.0)
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
@@ -498,5 +498,4 @@ def _scores_and_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor) 
     return logits, F.cross_entropy(logits, labels, reduction="none")
 
 
-
-__all__ = ["build_clip_transforms", "build_model", "evaluate", "top_k_accuracy", "train"]
+__all__ = ["build_train_clip_transform", "build_model", "evaluate", "top_k_accuracy", "train"]
