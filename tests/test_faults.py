@@ -85,7 +85,7 @@ def data_with_bad_videos(tiny_video_dataset, tmp_path_factory) -> Path:
 
 
 def fault_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
-    """The tiny recipe of tests/test_training.py on `data`'s list with undecodable videos, without validation."""
+    """The tiny recipe (`loop_settings`) on `data`'s list with undecodable videos, without validation."""
     kwargs = {"train_data": str(data / "train_bad.txt"), "validation_data": None, **kwargs}
     return loop_settings(data, clip_dir, **kwargs)
 
