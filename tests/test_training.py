@@ -94,6 +94,19 @@ def test_unfrozen_backbone_trains_at_the_base_rate_without_decay_on_embeddings(t
     assert by_name["ila.visual_projection.weight"]["weight_decay"] == 1e-3
 
 
+def test_the_baselines_norm_and_classifier_form_the_head_group(tiny_clip_dir):
+    from ila_hf.baselines import FrameAveragingClassifier
+
+    model = FrameAveragingClassifier.from_clip(tiny_clip_dir, num_labels=len(LABELS))
+    by_name = groups_by_parameter_name(model, build_optimizer(model, recipe_config()))
+    assert {name: (group["name"], group["lr"]) for name, group in by_name.items()} == {
+        "norm.weight": ("head_no_decay", 4e-4),
+        "norm.bias": ("head_no_decay", 4e-4),
+        "classifier.weight": ("head", 4e-4),
+        "classifier.bias": ("head_no_decay", 4e-4),
+    }
+
+
 def test_align_decay_halves_the_jitter_every_epoch_from_epoch_30():
     assert [jitter_delta(epoch) for epoch in (0, 1, 29)] == [0.2, 0.2, 0.2]
     assert [jitter_delta(epoch) for epoch in (30, 31, 32, 49)] == pytest.approx([0.1, 0.05, 0.025, 0.2 / 2**20])
@@ -272,6 +285,19 @@ def test_bf16_activation_checkpointing_and_gradient_accumulation_train_on_cpu(
     assert all(torch.isfinite(tensor).all() for tensor in trained.values())
     assert not torch.equal(trained["mit.position_embedding"], untouched["mit.position_embedding"])
     assert torch.equal(trained["ila.encoder.layers.0.mlp.fc1.weight"], untouched["ila.encoder.layers.0.mlp.fc1.weight"])
+
+
+def test_the_frame_averaging_baseline_runs_in_the_same_loop_and_is_not_exported(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    config = loop_config(
+        tiny_video_dataset, tiny_clip_dir, tmp_path, architecture="frame_averaging", epochs=1, checkpoint_every_steps=None
+    )
+    result = train(config)
+    assert (result.global_step, result.model_dir) == (6, None)
+    assert result.metrics["num_samples"] == result.history[0]["num_samples"] == 7
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == pytest.approx(result.metrics)
+    assert not (tmp_path / "model").exists()
 
 
 def test_ila_hf_train_command_runs_the_loop(tiny_video_dataset, tiny_clip_dir, tmp_path, capsys):

@@ -45,7 +45,14 @@ from ..video_processing_ila import ILAVideoProcessor
 from .checkpoints import TrainingProgress, load_best_weights, resume_from_latest, save_best_weights, save_checkpoint
 from .config import TrainingConfig, TrainingResult
 from .export import export_run, numbers
-from .faults import StepWindow, fault_report, micro_batch_everywhere, record_step_faults, record_undecodable
+from .faults import (
+    StepVerdict,
+    StepWindow,
+    fault_report,
+    micro_batch_everywhere,
+    record_step_faults,
+    record_undecodable,
+)
 from .recipe import build_optimizer, build_scheduler, jitter_delta
 
 
@@ -75,10 +82,19 @@ def train(config: TrainingConfig) -> TrainingResult:
     final_metrics, model_dir, upload = {}, None, None
     if not stopped_early:  # the best epoch's weights (if validated) or the last ones; evaluated, exported, pushed
         final_metrics = _final_evaluation(run, config)
-        num_videos = {"train": len(run.train_dataset), "validation": len(run.validation_dataset or ())}
+        num_videos = {
+            "train": len(run.train_dataset),
+            "validation": 0 if run.validation_dataset is None else len(run.validation_dataset),
+        }
         model_dir, upload = export_run(
-            run.accelerator, run.model, run.video_processor, config, run.progress, final_metrics, num_videos,
-            time.time() - started,
+            run.accelerator,
+            run.model,
+            run.video_processor,
+            config,
+            run.progress,
+            final_metrics,
+            num_videos,
+            seconds=time.time() - started,
         )
     _finish_trackers(run.accelerator)
     return TrainingResult(
@@ -241,41 +257,44 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
     for batch in batches:
         verdict = _train_micro_batch(run, config, batch, epoch)
         progress.batches_in_epoch += 1
-        if verdict is None:  # inside an accumulation window
-            continue
-        # One optimizer step done, or skipped on every process alike.
-        learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
-        progress.global_step += 1
-        progress_bar.update(1)
-        record_step_faults(accelerator, progress, verdict, config, len(run.train_dataset), run.checkpoints_dir)
-        if verdict.update:
-            progress.consecutive_nonfinite_steps = 0
-            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
-                run.scheduler.step()
-        if progress.global_step % config.log_every_steps == 0 or progress.global_step == run.total_steps:
-            logs = {**run.losses.averages(), **learning_rates}
-            logs.update(
-                {
-                    "train/epoch": epoch,
-                    "train/jitter_delta": delta,
-                    "train/nonfinite_loss_steps": len(progress.nonfinite_loss_steps),
-                    "train/undecodable_videos": len(progress.undecodable_in_epoch),
-                }
-            )
-            progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
-            if config.log_with:
-                accelerator.log(logs, step=progress.global_step)
-        stopped_early = bool(config.stop_after_steps) and progress.global_step >= config.stop_after_steps
-        every = config.checkpoint_every_steps
-        checkpoint_due = bool(every) and progress.global_step % every == 0
-        if checkpoint_due or stopped_early:  # a planned stop saves too: resume continues from this step
-            save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
-        if stopped_early:
+        if verdict is not None and _finish_step(run, config, verdict, progress_bar, delta):
             return True
     return False
 
 
-def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: int):
+def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progress_bar, delta: float) -> bool:
+    """Bookkeeping of an optimizer step just taken, or skipped on every process alike: count it and its faults,
+    step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
+    accelerator, progress = run.accelerator, run.progress
+    learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
+    progress.global_step += 1
+    progress_bar.update(1)
+    record_step_faults(accelerator, progress, verdict, config, len(run.train_dataset), run.checkpoints_dir)
+    if verdict.update:
+        progress.consecutive_nonfinite_steps = 0
+        if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
+            run.scheduler.step()
+    if progress.global_step % config.log_every_steps == 0 or progress.global_step == run.total_steps:
+        logs = {**run.losses.averages(), **learning_rates}
+        logs.update(
+            {
+                "train/epoch": progress.epoch,
+                "train/jitter_delta": delta,
+                "train/nonfinite_loss_steps": len(progress.nonfinite_loss_steps),
+                "train/undecodable_videos": len(progress.undecodable_in_epoch),
+            }
+        )
+        progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+        if config.log_with:
+            accelerator.log(logs, step=progress.global_step)
+    stopped_early = bool(config.stop_after_steps) and progress.global_step >= config.stop_after_steps
+    every = config.checkpoint_every_steps
+    if stopped_early or (every and progress.global_step % every == 0):  # a planned stop saves too: resume from here
+        save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
+    return stopped_early
+
+
+def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: int) -> StepVerdict | None:
     """Forward and backward one micro-batch; at the end of an accumulation window, agree with the other processes on
     the step and take it (or skip it). Returns the step's `StepVerdict`, or None inside a window."""
     accelerator, window, optimizer = run.accelerator, run.window, run.optimizer
