@@ -55,6 +55,7 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
     checkpoints = list_checkpoints(checkpoints_dir)
     return checkpoints[-1] if checkpoints else None
 
@@ -75,7 +76,7 @@ def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, total_limit
         )
     incomplete = final.with_name(final.name + _UNFINISHED_SUFFIXES[0])
     if accelerator.is_main_process:
-        _remove_unfinishedlist_checkpoints(checkpoints_dir)  # left by a run killed while saving or pruning
+        _remove_unfinished_checkpoints(checkpoints_dir)  # left by a run killed while saving or pruning
         incomplete.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(incomplete))
@@ -93,7 +94,7 @@ def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, total_limit
     return final
 
 
-def _remove_unfinishedlist_checkpoints(checkpoints_dir: Path) -> None:
+def _remove_unfinished_checkpoints(checkpoints_dir: Path) -> None:
     for path in checkpoints_dir.glob("checkpoint_*"):
         if path.name.endswith(_UNFINISHED_SUFFIXES):
             shutil.rmtree(path, ignore_errors=True)
@@ -123,6 +124,7 @@ def write_atomically(path: Path, write: Any) -> None:
 
 
 def save_best_weights(accelerator: Accelerator, model, output_dir: Path) -> None:
+    """The (prepared) model's full weights as `output_dir/best/model.safetensors`, atomically (export='best')."""
     from safetensors.torch import save_file
 
     state_dict = accelerator.get_state_dict(model)
@@ -134,6 +136,7 @@ def save_best_weights(accelerator: Accelerator, model, output_dir: Path) -> None
 
 
 def load_best_weights(model, output_dir: Path) -> None:
+    """Load what `save_best_weights` saved into the unwrapped model."""
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(output_dir / "best" / "model.safetensors"))

@@ -155,6 +155,7 @@ def record_undecodable(
 
 
 def fault_report(progress: TrainingProgress) -> dict[str, Any]:
+    """The run's faults as `TrainingResult` and `metrics.json` report them."""
     return {
         "undecodable_videos": dict(progress.undecodable_videos),
         "nonfinite_loss_steps": list(progress.nonfinite_loss_steps),
