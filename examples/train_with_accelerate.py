@@ -1,4 +1,4 @@
-"""Fine-tune ILA with accelerate: a thin command-line wrapper around `ila_hf.training.train`.
+"""Fine-tune ILA with accelerate: the `ila-hf train` command, as a script that `accelerate launch` can run.
 
 One process:
     python examples/train_with_accelerate.py --clip-model openai/clip-vit-base-patch16 \
@@ -8,27 +8,16 @@ One process:
 Several GPUs (see docs/distributed.md), and continuing a stopped run:
     accelerate launch --multi_gpu --num_processes 8 examples/train_with_accelerate.py ... --resume
 
-Every option of `ila_hf.training.TrainingConfig` is a flag (`--help` lists them with the recipe's defaults); the
-same command is available as `ila-hf train`.
+Every option of `ila_hf.TrainingConfig` is a flag (`--help` lists them with the recipe's defaults).
 """
 
-import argparse
 import sys
 
-from ila_hf.training import add_training_arguments, config_from_args, train
+from ila_hf.cli import main as ila_hf_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_training_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    result = train(config_from_args(parser.parse_args(argv)))
-    if result.stopped_early:
-        print(f"Stopped at step {result.global_step}; continue with --resume.")
-    else:
-        print(f"Exported to {result.model_dir}: {result.metrics}")
-    if result.hub_upload is not None and not result.hub_upload.ok:
-        print(f"Upload failed: {result.hub_upload.error}", file=sys.stderr)
-        return 1
-    return 0
+    return ila_hf_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

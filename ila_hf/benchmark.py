@@ -52,6 +52,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.x_clip.modeling_x_clip import XCLIPMultiframeIntegrationTransformer
 
+from .baselines import FrameAveragingClassifier
 from .configuration_ila import ILAVideoConfig
 from .modeling_ila import ILAForVideoClassification
 
@@ -131,22 +132,6 @@ class BenchmarkOptions:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class FrameAveragingCLIP(nn.Module):
-    """The no-temporal-modelling baseline: CLIP image embeddings of every frame, averaged, then a linear classifier."""
-
-    def __init__(self, config: CLIPVisionConfig, num_labels: int):
-        super().__init__()
-        self.clip = CLIPVisionModelWithProjection(config)
-        self.classifier = nn.Linear(config.projection_dim, num_labels)
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        batch_size, num_frames = pixel_values.shape[:2]
-        frame_embeds = self.clip(pixel_values=pixel_values.flatten(0, 1)).image_embeds  # (B*T, E)
-        logits = self.classifier(frame_embeds.unflatten(0, (batch_size, num_frames)).mean(dim=1))
-        loss = None if labels is None else F.cross_entropy(logits, labels)
-        return ImageClassifierOutput(loss=loss, logits=logits)
-
-
 class XCLIPVideoClassifier(nn.Module):
     """
     X-CLIP's video side from transformers' pieces: `XCLIPVisionModel` (cross-frame message tokens), the visual
@@ -210,7 +195,7 @@ def build_model(name: str, size: ViTSize, frames: int, image_size: int) -> nn.Mo
         return model.fuse_for_inference() if name == "ila-fused" else model
     if name == "clip":
         config = CLIPVisionConfig(**transformer, projection_dim=size.projection_dim, hidden_act="quick_gelu")
-        return FrameAveragingCLIP(config, num_labels).eval()
+        return FrameAveragingClassifier(CLIPVisionModelWithProjection(config), num_labels, freeze_backbone=False).eval()
     if name == "xclip":
         config = XCLIPVisionConfig(
             **transformer,

@@ -145,7 +145,8 @@ def _add_train_command(subparsers) -> None:
         if result.stopped_early:
             print(f"Stopped after step {result.global_step}; continue with --resume --output-dir {result.output_dir}")
         else:
-            print(f"Model: {result.model_dir}")
+            if result.model_dir is not None:  # the frame-averaging baseline is not exported
+                print(f"Model: {result.model_dir}")
             print("Final metrics: " + ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
         if result.hub_upload is not None and not result.hub_upload.ok:
             print(f"Upload to {result.hub_upload.repo_id} failed: {result.hub_upload.error}", file=sys.stderr)

@@ -772,8 +772,7 @@ def _released_video_processor(architecture: ReleasedArchitecture):
     except ImportError as error:
         logger.warning("No video processor saved: ila_hf.video_processing_ila cannot be imported (%s).", error)
         return None
-    size = architecture.image_size
-    return ILAVideoProcessor(num_frames=architecture.num_frames, crop_size={"height": size, "width": size})
+    return ILAVideoProcessor.for_config(architecture)
 
 
 def openai_clip_name(architecture: ReleasedArchitecture) -> str:

@@ -8,12 +8,12 @@ What it does, with nothing downloaded:
    uniformly random, and sizes, shapes, colours and backgrounds are drawn independently of the class, so a single
    frame has the same distribution in every class. Classes come in time-reversed pairs: within a pair the frames of
    a video are equally likely in either order, so only their order tells left from right.
-2. Saves a randomly initialised tiny CLIP vision tower and builds two classifiers on it: ILA
-   (`ILAForVideoClassification.from_clip`) and `FrameAveragingClassifier` (per-frame CLIP embeddings averaged over
-   time, then the same head as ILA's linear head; no alignment and no temporal modelling).
-3. Trains both with one loop (`train_classifier`): the same videos, clips, schedule, number of steps and head
-   learning rate, on the CPU; prints their held-out accuracy, training time and the process's peak memory.
-4. Exports the ILA model with its video processor (`hub.export_model`), classifies a held-out mp4 through
+2. Saves a randomly initialised tiny CLIP vision tower and trains two classifiers on it with `ila_hf.train`, the
+   loop of `ila-hf train` (`demo_training_config` is the recipe): ILA (`ILAForVideoClassification.from_clip`) and
+   the `FrameAveragingClassifier` baseline (per-frame CLIP embeddings averaged over time, then the same head as
+   ILA's linear head; no alignment and no temporal modelling). The same videos, clips, schedule, number of steps
+   and head learning rate, on the CPU; prints their held-out accuracy, training time and the process's peak memory.
+3. The loop exports ILA with its video processor; the demo classifies a held-out mp4 through
    `pipeline("video-classification", model=folder)` and draws the predicted interactive points on its frames
    (`visualize.py`).
 
@@ -51,15 +51,11 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
-from transformers.modeling_outputs import ImageClassifierOutput
 
-from .configuration_ila import ILAVideoConfig
 from .modeling_ila import ILAForVideoClassification
-from .sampling import segment_indices
-from .transforms import EvalClipTransform, TrainClipTransform, resize_scale
-from .video_io import load_video
+from .training.config import TrainingConfig
+from .transforms import resize_scale
+from .video_processing_ila import ILAVideoProcessor
 
 
 MOTIONS = (
@@ -230,66 +226,6 @@ def save_random_clip(
     return Path(folder)
 
 
-class FrameAveragingClassifier(nn.Module):
-    """
-    The baseline without temporal modelling: each frame through the CLIP vision tower on its own, the image
-    embeddings averaged over time, then the same head as ILA's linear head (L2-normalise, LayerNorm, Linear).
-    Permuting the frames cannot change its output.
-    """
-
-    def __init__(self, clip, num_labels: int, freeze_backbone: bool = True):
-        super().__init__()
-        self.clip = clip
-        projection_dim = clip.config.projection_dim
-        self.norm = nn.LayerNorm(projection_dim, eps=clip.config.layer_norm_eps)
-        self.classifier = nn.Linear(projection_dim, num_labels)
-        self.clip.requires_grad_(not freeze_backbone)
-
-    @classmethod
-    def from_clip(cls, clip_path: str | Path, num_labels: int, freeze_backbone: bool = True):
-        from transformers import CLIPVisionModelWithProjection
-
-        return cls(CLIPVisionModelWithProjection.from_pretrained(clip_path), num_labels, freeze_backbone)
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        """pixel_values (B, T, 3, H, W), labels (B,) -> loss, logits (B, K)."""
-        batch_size, num_frames = pixel_values.shape[:2]
-        frame_embeds = self.clip(pixel_values=pixel_values.flatten(0, 1)).image_embeds  # (B*T, E)
-        video_embeds = frame_embeds.unflatten(0, (batch_size, num_frames)).mean(dim=1)  # (B, E)
-        logits = self.classifier(self.norm(F.normalize(video_embeds, dim=-1)))
-        loss = None if labels is None else F.cross_entropy(logits, labels)
-        return ImageClassifierOutput(loss=loss, logits=logits)
-
-
-def ila_parameter_groups(model: ILAForVideoClassification, config: "DemoConfig") -> list[dict]:
-    """The recipe's groups (`training.parameter_group_name`) with the demo's learning rates."""
-    from .training import parameter_group_name
-
-    learning_rates = {
-        "alignment": config.learning_rate,
-        "temporal_skip": config.learning_rate,
-        "mit": config.head_learning_rate,
-        "head": config.head_learning_rate,
-        "backbone": config.backbone_learning_rate,
-        "other": config.learning_rate,
-    }
-    backbone_names = {f"ila.{name}" for name, _ in model.ila.clip_backbone_parameters()}
-    groups: dict[str, list] = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            groups.setdefault(parameter_group_name(name, backbone_names), []).append(parameter)
-    return [{"params": params, "lr": learning_rates[group], "name": group} for group, params in groups.items()]
-
-
-def frame_averaging_parameter_groups(model: FrameAveragingClassifier, config: "DemoConfig") -> list[dict]:
-    head = [*model.norm.parameters(), *model.classifier.parameters()]
-    groups = [{"params": head, "lr": config.head_learning_rate, "name": "head"}]
-    backbone = [parameter for parameter in model.clip.parameters() if parameter.requires_grad]
-    if backbone:
-        groups.append({"params": backbone, "lr": config.backbone_learning_rate, "name": "backbone"})
-    return groups
-
-
 # ------------------------------------------------------------------------------------------------------ training
 @dataclass
 class DemoConfig:
@@ -339,11 +275,11 @@ class DemoConfig:
 class ModelReport:
     name: str
     accuracy: float
-    train_seconds: float
+    train_seconds: float  # the whole `train` call: training, the held-out evaluation and (ILA) the export
     steps: int
     trainable_parameters: int
-    final_train_loss: float
     peak_memory_mb: float  # the process's peak resident memory once this model was trained
+    model_dir: str | None = None  # the exported folder (ILA)
 
 
 @dataclass
@@ -366,99 +302,71 @@ def peak_memory_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def decode_split(folder: Path, motions: Sequence[str]) -> tuple[list[np.ndarray], torch.Tensor, list[str]]:
-    """Decode every mp4 of a class-folder split once with PyAV: (frames per video, labels, paths)."""
-    from .data import dataset_from_class_folders
-
-    dataset = dataset_from_class_folders(folder, class_names=list(motions))
-    videos = [load_video(path)[0] for path in dataset["video"]]
-    return videos, torch.tensor(dataset["label"]), list(dataset["video"])
-
-
-class ClipSampler:
-    """Clips (B, T, 3, H, W) from decoded videos: TSN segment sampling, then the training or evaluation transform."""
-
-    def __init__(self, videos: list[np.ndarray], num_frames: int, image_size: int, augment: bool = False):
-        self.videos = videos
-        self.num_frames = num_frames
-        self.train_transform = TrainClipTransform(image_size, flip_p=0.0) if augment else EvalClipTransform(image_size)
-        self.eval_transform = EvalClipTransform(image_size)
-
-    def clips(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Training clips (random frame per segment) with `rng`; the evaluation clips (middle frames) without."""
-        training = rng is not None
-        transform = self.train_transform if training else self.eval_transform
-        clips = []
-        for index in indices:
-            frames = self.videos[index]
-            frame_indices = segment_indices(len(frames), self.num_frames, random=training, generator=rng)
-            generator = torch.Generator().manual_seed(int(rng.integers(2**31))) if training else None
-            clips.append(transform(frames[frame_indices], generator))
-        return torch.stack(clips)
-
-
-def train_classifier(
-    model: nn.Module,
-    param_groups: list[dict],
-    sampler: ClipSampler,
-    labels: torch.Tensor,
-    config: DemoConfig,
-    rng: np.random.Generator,
-) -> tuple[int, float]:
+def demo_training_config(config: DemoConfig, architecture: str, clip_dir: Path, video_dir: Path) -> TrainingConfig:
     """
-    The demo's training loop, the same for both models: AdamW, linear warm-up then cosine decay
-    (`training.lr_multiplier`), `config.epochs` shuffled passes in batches of `config.batch_size`, a new random clip
-    of every video in every epoch. Returns (optimizer steps, mean loss of the last epoch).
+    The demo's recipe for `ila_hf.train` (see the module docstring): AdamW without weight decay, linear warm-up over
+    `warmup_steps` then a cosine decay to 1% of the peak, `epochs` shuffled passes with a new random clip of every
+    video in every epoch, no mixing, smoothing or flips; evaluated once, at the end, on the held-out split.
     """
-    from .training import build_scheduler
+    steps_per_epoch = math.ceil(len(config.motions) * config.train_videos_per_class / config.batch_size)
+    return TrainingConfig(
+        train_data=str(video_dir / "train"),
+        validation_data=str(video_dir / "test"),
+        label_names=str(video_dir / "labels.txt"),
+        clip_model=str(clip_dir),
+        architecture=architecture,
+        num_frames=config.num_frames,
+        interaction_variant="conv",
+        interaction_channels=config.interaction_channels,
+        alignment_loss_weight=config.alignment_loss_weight,
+        classifier_dropout=0.0,
+        freeze_backbone=config.freeze_backbone,
+        epochs=config.epochs,
+        warmup_epochs=config.warmup_steps / steps_per_epoch,
+        batch_size=config.batch_size,
+        eval_batch_size=64,
+        # Alignment modules and temporal skip Linears at `learning_rate`, the CLIP weights (when trained) at
+        # `backbone_learning_rate`, the MIT and both heads at `head_learning_rate`.
+        base_learning_rate=config.backbone_learning_rate,
+        temporal_skip_lr_scale=config.learning_rate / config.backbone_learning_rate,
+        alignment_learning_rate=config.learning_rate,
+        mit_learning_rate=config.head_learning_rate,
+        head_learning_rate=config.head_learning_rate,
+        weight_decay=0.0,
+        alignment_weight_decay=0.0,
+        label_smoothing=0.0,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        augment=config.augment,
+        horizontal_flip=False,  # would swap left and right
+        seed=config.seed,
+        cpu=True,
+        num_workers=0,
+        eval_every_epochs=config.epochs,
+        output_dir=str(Path(config.output_dir) / architecture.replace("_", "-")),
+        checkpoint_every_epochs=None,
+        log_every_steps=steps_per_epoch,
+        export="last",
+    )
 
-    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.98), weight_decay=0.0)
-    scheduler = build_scheduler(optimizer, config.warmup_steps, total_steps, min_lr_ratio=0.01)
-    model.train()
-    epoch_loss = float("nan")
-    for _ in range(config.epochs):
-        order = rng.permutation(len(labels))
-        losses = []
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            outputs = model(pixel_values=sampler.clips(batch, rng), labels=labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            outputs.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(outputs.loss.item())
-        epoch_loss = float(np.mean(losses))
-    return total_steps, epoch_loss
 
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, sampler: ClipSampler, labels: torch.Tensor, batch_size: int = 64) -> float:
-    """Top-1 accuracy on the evaluation clips (the middle frame of every segment) of every video."""
-    model.eval()
-    predictions = [
-        model(pixel_values=sampler.clips(range(start, min(start + batch_size, len(labels))))).logits.argmax(-1)
-        for start in range(0, len(labels), batch_size)
-    ]
-    return (torch.cat(predictions) == labels).float().mean().item()
-
-
-def _count_trainable(model: nn.Module) -> int:
+def _count_trainable(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def _train_and_report(name, model, param_groups, train_sampler, train_labels, test_sampler, test_labels, config, log):
-    log(f"training {name} ({_count_trainable(model):,} trainable parameters) ...")
+def _train_and_report(name: str, training_config: TrainingConfig, log) -> ModelReport:
+    from .data import read_label_names  # datasets and the loop load only when the demo runs
+    from .training import build_model, train
+
+    trainable = _count_trainable(build_model(training_config, read_label_names(training_config.label_names)))
+    log(f"training {name} ({trainable:,} trainable parameters) ...")
     started = time.perf_counter()
-    steps, final_loss = train_classifier(
-        model, param_groups, train_sampler, train_labels, config, np.random.default_rng(config.seed + 1)
-    )
+    result = train(training_config)
     train_seconds = time.perf_counter() - started
-    accuracy = evaluate_accuracy(model, test_sampler, test_labels)
-    log(f"  {name}: held-out accuracy {accuracy:.1%} after {steps} steps in {train_seconds:.0f} s")
+    accuracy = result.metrics["top1"]
+    log(f"  {name}: held-out accuracy {accuracy:.1%} after {result.global_step} steps in {train_seconds:.0f} s")
     return ModelReport(
-        name, accuracy, train_seconds, steps, _count_trainable(model), final_loss, peak_memory_mb()
+        name, accuracy, train_seconds, result.global_step, trainable, peak_memory_mb(), model_dir=result.model_dir
     )
 
 
@@ -467,8 +375,6 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
     """Run the whole demo (see the module docstring) and return its numbers; `log` receives progress lines."""
     from transformers import pipeline
 
-    from .hub import export_model
-    from .training import build_video_processor
     from .visualize import save_interactive_points
 
     config = config or DemoConfig()
@@ -480,7 +386,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
     rng = np.random.default_rng(config.seed)
     motions = list(config.motions)
 
-    # 1. Data: real mp4 files, decoded once.
+    # 1. Data: real mp4 files in class folders, and the class names in the motions' order.
     video_dir = output_dir / "videos" if config.keep_videos else Path(tempfile.mkdtemp(prefix="ila-demo-videos-"))
     shutil.rmtree(video_dir, ignore_errors=True)
     render = dict(num_frames=config.video_frames, frame_size=config.frame_size)
@@ -490,13 +396,10 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
     )
     write_synthetic_dataset(video_dir / "train", motions, config.train_videos_per_class, rng, **render)
     write_synthetic_dataset(video_dir / "test", motions, config.test_videos_per_class, rng, **render)
-    train_videos, train_labels, _ = decode_split(video_dir / "train", motions)
-    test_videos, test_labels, test_paths = decode_split(video_dir / "test", motions)
-    log(f"  wrote and decoded {len(train_videos) + len(test_videos)} videos in {time.perf_counter() - started:.0f} s")
-    train_sampler = ClipSampler(train_videos, config.num_frames, config.image_size, config.augment)
-    test_sampler = ClipSampler(test_videos, config.num_frames, config.image_size)
+    (video_dir / "labels.txt").write_text("\n".join(motions) + "\n")
+    log(f"  wrote {len(motions) * (config.train_videos_per_class + config.test_videos_per_class)} videos")
 
-    # 2. One random CLIP, two classifiers on it.
+    # 2. One random CLIP; ILA and the baseline on it, trained and evaluated by the same loop on the same budget.
     clip_dir = save_random_clip(
         output_dir / "random-clip",
         image_size=config.image_size,
@@ -505,41 +408,24 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
         num_layers=config.num_layers,
         seed=config.seed,
     )
-    id2label = dict(enumerate(motions))
-    torch.manual_seed(config.seed)
-    ila = ILAForVideoClassification.from_clip(
-        str(clip_dir),
-        num_frames=config.num_frames,
-        id2label=id2label,
-        label2id={name: index for index, name in id2label.items()},
-        interaction_variant="conv",
-        interaction_channels=config.interaction_channels,
-        freeze_backbone=config.freeze_backbone,
-        alignment_loss_weight=config.alignment_loss_weight,
-        classifier_dropout=0.0,
-    )
-    torch.manual_seed(config.seed)
-    baseline = FrameAveragingClassifier.from_clip(clip_dir, len(motions), config.freeze_backbone)
-
-    # 3. The same loop, data and budget for both.
-    data = (train_sampler, train_labels, test_sampler, test_labels, config, log)
     reports = [
-        _train_and_report("ILA", ila, ila_parameter_groups(ila, config), *data),
-        _train_and_report(
-            "frame averaging", baseline, frame_averaging_parameter_groups(baseline, config), *data
-        ),
+        _train_and_report(name, demo_training_config(config, architecture, clip_dir, video_dir), log)
+        for name, architecture in (("ILA", "ila"), ("frame averaging", "frame_averaging"))
     ]
 
-    # 4. Export, pipeline on a held-out file, interactive points.
-    model_dir = output_dir / "ila-model"
-    video_processor = build_video_processor(ila)
-    export_model(ila, model_dir, video_processor=video_processor)
+    # 3. The exported ILA folder: the pipeline on a held-out file, and the interactive points.
+    model_dir = reports[0].model_dir
+    test_paths = sorted(str(path) for path in (video_dir / "test").glob("*/*.mp4"))
     video_path = test_paths[int(rng.integers(len(test_paths)))]
     true_label = Path(video_path).parent.name
-    classifier = pipeline("video-classification", model=str(model_dir))
+    classifier = pipeline("video-classification", model=model_dir)
     pipeline_output = classifier(video_path, top_k=len(motions))
     points_image = save_interactive_points(
-        ila, video_processor, video_path, output_dir / "interactive_points.png", title=f"{Path(video_path).name}"
+        ILAForVideoClassification.from_pretrained(model_dir),
+        ILAVideoProcessor.from_pretrained(model_dir),
+        video_path,
+        output_dir / "interactive_points.png",
+        title=f"{Path(video_path).name}",
     )
     if not config.keep_videos:
         shutil.rmtree(video_dir, ignore_errors=True)
@@ -550,7 +436,7 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
         chance=1 / len(motions),
         runtime_seconds=time.perf_counter() - started,
         peak_memory_mb=peak_memory_mb(),
-        model_dir=str(model_dir),
+        model_dir=model_dir,
         video_path=video_path,
         true_label=true_label,
         pipeline_output=pipeline_output,
@@ -599,13 +485,12 @@ __all__ = [
     "MOTIONS",
     "DemoConfig",
     "DemoResult",
-    "FrameAveragingClassifier",
     "ModelReport",
     "format_report",
     "render_video",
     "run_demo",
     "save_random_clip",
-    "train_classifier",
+    "demo_training_config",
     "write_mp4",
     "write_synthetic_dataset",
 ]

@@ -129,16 +129,6 @@ def three_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([clip[..., top : top + size, left : left + size] for top, left in positions])
 
 
-class ThreeCrop:
-    """`three_crop` as a transform: (T, C, H, W) -> (3, T, C, size, size)."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return three_crop(clip, self.size)
-
-
 class MultiScaleCrop:
     """
     TSN multi-scale corner cropping, then a resize to ``size`` x ``size``.
@@ -376,32 +366,18 @@ class TrainClipTransform:
 
 class EvalClipTransform:
     """
-    The released evaluation preprocessing: frames -> normalised float views.
-
-    ``num_crops=1``: short side resized to ``int(256 / 224 * size)`` and the centre
-    ``size`` x ``size`` crop -> (T, 3, size, size). ``num_crops=3``: short side resized to ``size``
-    and `three_crop` -> (3, T, 3, size, size). Deterministic; ``generator`` is accepted and ignored
-    so that both transforms share one call signature.
+    The released single-view evaluation preprocessing: frames -> (T, 3, size, size) float, normalised: short side
+    resized to ``int(256 / 224 * size)`` and the centre ``size`` x ``size`` crop. The same clips as `ILAVideoProcessor`
+    (which also gives the multi-view protocol) computes from the same frames. Deterministic; ``generator`` is accepted
+    and ignored so that both transforms share one call signature.
     """
 
-    def __init__(
-        self,
-        size: int = 224,
-        *,
-        num_crops: int = 1,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ):
-        if num_crops == 1:
-            self.crops = [ResizeShortSide(resize_scale(size)), CenterCrop(size)]
-        elif num_crops == 3:
-            self.crops = [ResizeShortSide(size), ThreeCrop(size)]
-        else:
-            raise ValueError(f"`num_crops` must be 1 or 3, got {num_crops}.")
+    def __init__(self, size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.crops = [ResizeShortSide(resize_scale(size)), CenterCrop(size)]
         self.normalize = Normalize(mean, std)
 
     def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(T, H, W, 3) numpy or (T, 3, H, W) tensor -> (T, 3, s, s) or (3, T, 3, s, s) float32."""
+        """(T, H, W, 3) numpy or (T, 3, H, W) tensor -> (T, 3, size, size) float32."""
         clip = to_clip_tensor(clip)
         for transform in self.crops:
             clip = transform(clip)

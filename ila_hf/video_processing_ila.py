@@ -133,6 +133,17 @@ class ILAVideoProcessor(BaseVideoProcessor):
             kwargs["size"] = {"shortest_edge": resize_scale(min(crop["height"], crop["width"]))}
         super().__init__(**kwargs)
 
+    @classmethod
+    def for_config(cls, config, num_frames: int | None = None) -> "ILAVideoProcessor":
+        """
+        The released evaluation preprocessing for a model: `num_frames` segments (default `config.num_frames`),
+        short side resized to `int(256 / 224 * image_size)`, centre crop to `config.image_size`, ImageNet statistics.
+        `config` is any object with `image_size` (and `num_frames`), e.g. an `ILAVideoConfig`.
+        """
+        size = config.image_size
+        num_frames = config.num_frames if num_frames is None else num_frames
+        return cls(num_frames=num_frames, crop_size={"height": size, "width": size})
+
     def sample_frames(
         self,
         metadata: VideoMetadata,

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .modeling_ila import merge_pairs_into_frames
+
 
 EARLIER_COLOUR = (0, 230, 255)  # the frame's point for the pair with the next frame
 LATER_COLOUR = (255, 40, 200)  # the frame's point for the pair with the previous frame
@@ -40,12 +42,6 @@ def pixel_values_to_frames(
     std = torch.as_tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
     frames = (pixel_values.detach().float().cpu() * std + mean).clamp(0, 1) * 255
     return frames.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _merge_pairs_into_frames(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
-    """(L, P, ...) per-pair values of each pair's earlier and later frame -> (L, T, ...) per frame (the model's rule)."""
-    middle = (earlier[:, 1:] + later[:, :-1]) / 2
-    return np.concatenate([earlier[:, :1], middle, later[:, -1:]], axis=1)
 
 
 def draw_interactive_points(
@@ -167,8 +163,8 @@ def interactive_points_and_masks(model, pixel_values: torch.Tensor) -> tuple[np.
         )  # (layers, P, 2, S, S)
     finally:
         model.train(was_training)
-    masks = masks.cpu().numpy()
-    return points.cpu().numpy(), _merge_pairs_into_frames(masks[:, :, 0], masks[:, :, 1])
+    frame_masks = merge_pairs_into_frames(masks[:, :, 0], masks[:, :, 1])  # (layers, T, S, S), the model's rule
+    return points.cpu().numpy(), frame_masks.cpu().numpy()
 
 
 def save_interactive_points(

@@ -1,5 +1,7 @@
 """ila_hf.data: datasets from list files and class folders, lazy clip decoding, collation, Mixup/CutMix."""
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -201,6 +203,21 @@ def test_a_datasets_video_column_of_bytes_trains_and_names_undecodable_videos(ti
     assert batch["pixel_values"].shape == (2, 4, 3, 48, 64)
     assert list(batch["skipped_videos"]) == ["bad.mp4"]
     assert batch["skipped_videos"]["bad.mp4"].startswith("bad.mp4: not a readable video container")
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_evaluation_clip_transform_equals_the_video_processor_single_view(tiny_video_dataset, size):
+    """Training clips without augmentation (`augment=False`) are preprocessed as the processor's evaluation clips:
+    the same frames, resize, crop and normalisation (up to float rounding of the two resize implementations)."""
+    from ila_hf.transforms import EvalClipTransform
+    from ila_hf.video_processing_ila import ILAVideoProcessor
+
+    dataset = build_dataset(tiny_video_dataset / "videos")  # 64x48 videos: the short side is resized in both paths
+    processor = ILAVideoProcessor.for_config(types.SimpleNamespace(num_frames=4, image_size=size))
+    by_processor = dataset.with_transform(VideoProcessorTransform(processor))[:3]["pixel_values"]
+    by_transform = dataset.with_transform(VideoClipTransform(EvalClipTransform(size), 4, training=False))[:3]
+    for processed, transformed in zip(by_processor, by_transform["pixel_values"]):
+        torch.testing.assert_close(processed, transformed, rtol=0, atol=1e-5)
 
 
 def test_clip_seed_depends_on_seed_epoch_and_video():

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ila_hf.baselines import FrameAveragingClassifier
 from ila_hf.demo import (
     DemoConfig,
-    FrameAveragingClassifier,
     format_report,
     render_video,
     run_demo,

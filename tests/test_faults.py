@@ -30,17 +30,16 @@ from ila_hf.data import (
     VideoProcessorTransform,
     build_dataset,
 )
+from ila_hf.training.checkpoints import latest_checkpoint
 from ila_hf.video_io import VideoDecodeError
 from ila_hf.training import (
     NonFiniteLossError,
     TrainingConfig,
     UndecodableDataError,
-    _latest_checkpoint,
     evaluate,
     train,
 )
-from tests.conftest import TINY_CLIP_VISION
-from tests.test_training import _launch_two_processes, loop_settings
+from tests.helpers import launch_two_processes, loop_settings, tiny_ila_config
 
 from .videos import truncate_copy, write_random_bytes
 
@@ -51,12 +50,7 @@ CHECKPOINT_FILES = {"model.safetensors", "optimizer.bin", "random_states_0.pkl",
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def data_with_bad_videos(tiny_video_dataset, tmp_path_factory) -> Path:
 
 
 def fault_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
-    """The tiny recipe of tests/test_training.py on `data`'s list with undecodable videos, without validation."""
+    """The tiny recipe (`loop_settings`) on `data`'s list with undecodable videos, without validation."""
     kwargs = {"train_data": str(data / "train_bad.txt"), "validation_data": None, **kwargs}
     return loop_settings(data, clip_dir, **kwargs)
 
@@ -271,7 +265,7 @@ def test_a_nonfinite_loss_skips_its_step_without_touching_the_weights(
     assert result.nonfinite_loss_steps == [3] and result.global_step == 12
     assert all_finite(weights_of(Path(result.model_dir)))
     # AdamW counted 11 updates of every trainable parameter: step 3 changed nothing.
-    optimizer_state = torch.load(_latest_checkpoint(tmp_path / "checkpoints") / "optimizer.bin", weights_only=True)
+    optimizer_state = torch.load(latest_checkpoint(tmp_path / "checkpoints") / "optimizer.bin", weights_only=True)
     assert {float(state["step"]) for state in optimizer_state["state"].values()} == {11.0}
 
 
@@ -310,7 +304,7 @@ def test_repeated_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoin
     checkpoints = tmp_path / "checkpoints"
     # Saved at steps 2, 4, 6 and at the end of epoch 1 (step 6); nothing after the stop at step 7.
     assert sorted(path.name for path in checkpoints.iterdir()) == [f"checkpoint_{index}" for index in range(4)]
-    latest = _latest_checkpoint(checkpoints)
+    latest = latest_checkpoint(checkpoints)
     assert latest.name == "checkpoint_3" and CHECKPOINT_FILES <= {path.name for path in latest.iterdir()}
     assert all_finite(weights_of(latest))
     assert_same_weights(weights_of(checkpoints / "checkpoint_1"), weights_of(latest))  # steps 5 and 6 changed nothing
@@ -334,8 +328,8 @@ def test_latest_checkpoint_ignores_folders_being_written_or_deleted(tmp_path):
     for name in ("checkpoint_2", "checkpoint_10", "checkpoint_11.incomplete", "checkpoint_12.deleting", "checkpoint_x"):
         (tmp_path / name).mkdir()
     (tmp_path / "checkpoint_13").write_text("a file, not a checkpoint folder")
-    assert _latest_checkpoint(tmp_path).name == "checkpoint_10"
-    assert _latest_checkpoint(tmp_path / "missing") is None
+    assert latest_checkpoint(tmp_path).name == "checkpoint_10"
+    assert latest_checkpoint(tmp_path / "missing") is None
 
 
 KILLABLE_TRAINING_SCRIPT = r"""
@@ -344,6 +338,7 @@ import torch
 torch.set_num_threads(1)
 import accelerate.checkpointing
 from ila_hf import training
+import ila_hf.training.checkpoints
 from ila_hf.modeling_ila import ILAForVideoClassification
 
 kind, count = sys.argv[1], int(sys.argv[2])
@@ -371,7 +366,7 @@ if kind == "forward":  # inside a micro-batch, before its forward
 elif kind == "checkpoint_file":  # inside save_state, after the count-th file of the checkpoints it writes
     wrap(accelerate.checkpointing, "save", before=False)
 elif kind == "prune":  # after a checkpoint's rename, while an old one is being removed
-    wrap(training.shutil, "rmtree", before=True, counts=lambda path, *args: str(path).endswith(".deleting"))
+    wrap(training.checkpoints.shutil, "rmtree", before=True, counts=lambda path, *args: str(path).endswith(".deleting"))
 result = training.train(config)
 print(json.dumps({"global_step": result.global_step, "model_dir": result.model_dir}))
 """
@@ -415,7 +410,7 @@ def test_kills_at_random_points_then_resume_end_with_the_uninterrupted_weights(
         config = {**settings, "output_dir": str(output_dir), "resume": run > 0}
         completed = _run_killable(script, kind, count, config)
         assert completed.returncode == -signal.SIGKILL, (kind, count, completed.stderr[-3000:])
-        latest = _latest_checkpoint(checkpoints)
+        latest = latest_checkpoint(checkpoints)
         assert latest is not None and CHECKPOINT_FILES <= {path.name for path in latest.iterdir()}, (kind, count)
         assert all_finite(weights_of(latest))
         seen.append((kind, count, sorted(path.name for path in checkpoints.iterdir())))
@@ -493,7 +488,7 @@ def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_video
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESS_SCRIPT)
     # About 25 s; processes that disagreed on a step would wait for each other in an all-reduce until the timeout.
-    _launch_two_processes(script, [json.dumps(config)])
+    launch_two_processes(script, [json.dumps(config)])
     first, second = (json.loads((output_dir / f"rank_{rank}.json").read_text()) for rank in (0, 1))
     assert first["global_step"] == second["global_step"] == 8  # 7 videos per process, 2 per step: 4 steps an epoch
     assert first["nonfinite_loss_steps"] == second["nonfinite_loss_steps"] and len(first["nonfinite_loss_steps"]) == 2
@@ -615,10 +610,6 @@ def test_conversion_stays_weights_only_when_torch_is_told_to_allow_pickles(tmp_p
     assert not marker.exists()
 
 
-def tiny_config(**overrides) -> ILAVideoConfig:
-    return ILAVideoConfig(**{**TINY_CLIP_VISION, "num_frames": 4, **overrides})
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -637,11 +628,11 @@ def tiny_config(**overrides) -> ILAVideoConfig:
 )
 def test_config_validation_refuses_values_the_architecture_cannot_use(overrides, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
-        tiny_config(**overrides)
+        tiny_ila_config(**overrides)
 
 
 def test_a_saved_config_with_an_invalid_value_is_refused_on_loading(tmp_path):
-    tiny_config(mit_layers=0).save_pretrained(tmp_path)  # 0 MIT layers is a valid (if unusual) model
+    tiny_ila_config(mit_layers=0).save_pretrained(tmp_path)  # 0 MIT layers is a valid (if unusual) model
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "mit_layers": -3}))
     with pytest.raises(StrictDataclassClassValidationError, match="mit_layers counts layers"):

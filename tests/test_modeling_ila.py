@@ -26,6 +26,7 @@ from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoModel
 from ila_hf.modeling_ila import merge_pairs_into_frames
 
 from .conftest import TINY_CLIP_VISION
+from .helpers import tiny_ila_config
 
 
 NUM_FRAMES = 4
@@ -33,7 +34,7 @@ LABELS = {0: "left", 1: "right", 2: "up"}
 
 
 def tiny_config(**overrides) -> ILAVideoConfig:
-    return ILAVideoConfig(**{**TINY_CLIP_VISION, "num_frames": NUM_FRAMES, "id2label": LABELS, **overrides})
+    return tiny_ila_config(**{"num_frames": NUM_FRAMES, "id2label": LABELS, **overrides})
 
 
 def random_video(batch_size: int = 2, seed: int = 0) -> torch.Tensor:

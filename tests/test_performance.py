@@ -9,22 +9,13 @@ from ila_hf import ILAForVideoClassification, ILAVideoConfig
 from ila_hf.benchmark import SIZES, count_cost
 from ila_hf.cli import main as cli_main
 from ila_hf.modeling_ila import ILAEncoderLayer
+from tests.helpers import tiny_ila_config
 
 
 def tiny_config(**overrides) -> ILAVideoConfig:
-    settings = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "patch_size": 16,
-        "image_size": 64,
-        "projection_dim": 64,
-        "num_frames": 4,
-        "interaction_channels": 16,
-        "num_labels": 5,
-    }
-    return ILAVideoConfig(**{**settings, **overrides})
+    """Narrower than the shared tiny config (width 32, 16 interaction channels): these tests build many models."""
+    settings = {"hidden_size": 32, "intermediate_size": 64, "interaction_channels": 16, "num_labels": 5}
+    return tiny_ila_config(**{**settings, **overrides})
 
 
 def trained_looking(model: ILAForVideoClassification) -> ILAForVideoClassification:

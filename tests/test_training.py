@@ -2,10 +2,6 @@
 evaluate, export, several processes)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ from ila_hf.training import (
     train,
 )
 from tests.conftest import TRAINING_CLASSES
+from tests.helpers import launch_two_processes, loop_settings
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +94,19 @@ def test_unfrozen_backbone_trains_at_the_base_rate_without_decay_on_embeddings(t
     assert by_name["ila.visual_projection.weight"]["weight_decay"] == 1e-3
 
 
+def test_the_baselines_norm_and_classifier_form_the_head_group(tiny_clip_dir):
+    from ila_hf.baselines import FrameAveragingClassifier
+
+    model = FrameAveragingClassifier.from_clip(tiny_clip_dir, num_labels=len(LABELS))
+    by_name = groups_by_parameter_name(model, build_optimizer(model, recipe_config()))
+    assert {name: (group["name"], group["lr"]) for name, group in by_name.items()} == {
+        "norm.weight": ("head_no_decay", 4e-4),
+        "norm.bias": ("head_no_decay", 4e-4),
+        "classifier.weight": ("head", 4e-4),
+        "classifier.bias": ("head_no_decay", 4e-4),
+    }
+
+
 def test_align_decay_halves_the_jitter_every_epoch_from_epoch_30():
     assert [jitter_delta(epoch) for epoch in (0, 1, 29)] == [0.2, 0.2, 0.2]
     assert [jitter_delta(epoch) for epoch in (30, 31, 32, 49)] == pytest.approx([0.1, 0.05, 0.025, 0.2 / 2**20])
@@ -120,13 +130,7 @@ def test_top_k_accuracy_counts_hits_within_the_k_best_scores():
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and much faster than on two when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RecordingTracker(GeneralTracker):
@@ -148,28 +152,6 @@ class RecordingTracker(GeneralTracker):
 
     def log(self, values, step=None, **kwargs):
         self.logs.append((step, dict(values)))
-
-
-def loop_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
-    """
-    `TrainingConfig` arguments (JSON-serialisable, for the subprocess tests too): 2 epochs of 6 steps (12 videos,
-    batch 2) on the tiny model, validated on 7 videos; kwargs override.
-    """
-    settings = dict(
-        train_data=str(data / "train.txt"),
-        validation_data=str(data / "val.txt"),
-        label_names=str(data / "labels.csv"),
-        clip_model=str(clip_dir),
-        num_frames=4,
-        epochs=2,
-        warmup_epochs=1,
-        batch_size=2,
-        num_workers=0,
-        checkpoint_every_steps=2,
-        checkpoints_total_limit=2,
-        export="last",
-    )
-    return {**settings, **kwargs}
 
 
 def loop_config(data: Path, clip_dir: Path, output_dir: Path, **kwargs) -> TrainingConfig:
@@ -305,6 +287,19 @@ def test_bf16_activation_checkpointing_and_gradient_accumulation_train_on_cpu(
     assert torch.equal(trained["ila.encoder.layers.0.mlp.fc1.weight"], untouched["ila.encoder.layers.0.mlp.fc1.weight"])
 
 
+def test_the_frame_averaging_baseline_runs_in_the_same_loop_and_is_not_exported(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    config = loop_config(
+        tiny_video_dataset, tiny_clip_dir, tmp_path, architecture="frame_averaging", epochs=1, checkpoint_every_steps=None
+    )
+    result = train(config)
+    assert (result.global_step, result.model_dir) == (6, None)
+    assert result.metrics["num_samples"] == result.history[0]["num_samples"] == 7
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == pytest.approx(result.metrics)
+    assert not (tmp_path / "model").exists()
+
+
 def test_ila_hf_train_command_runs_the_loop(tiny_video_dataset, tiny_clip_dir, tmp_path, capsys):
     from ila_hf.cli import main
 
@@ -334,12 +329,6 @@ def test_ila_hf_train_command_runs_the_loop(tiny_video_dataset, tiny_clip_dir, t
     assert "Stopped after step 2" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 STOP_AND_RESUME_SCRIPT = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("train_with_accelerate", sys.argv[1])
@@ -353,31 +342,6 @@ checkpoints = sorted(path.name for path in (output_dir / "checkpoints").iterdir(
 assert checkpoints == ["checkpoint_0", "checkpoint_1"] and not (output_dir / "model").exists(), checkpoints
 assert example.main([*arguments, "--resume"]) == 0
 """
-
-
-def _launch_two_processes(script: Path, arguments: list[str]) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(script),
-        *arguments,
-    ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed
 
 
 def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
@@ -424,7 +388,7 @@ def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
     # Both runs in one launch (imports dominate on CPU): the second starts from the checkpoints on disk only.
     script = tmp_path / "stop_and_resume.py"
     script.write_text(STOP_AND_RESUME_SCRIPT)
-    _launch_two_processes(script, [str(REPO_ROOT / "examples" / "train_with_accelerate.py"), "--cpu", *arguments])
+    launch_two_processes(script, [str(REPO_ROOT / "examples" / "train_with_accelerate.py"), "--cpu", *arguments])
     summary = json.loads((output_dir / "metrics.json").read_text())
     assert summary["global_step"] == 6  # 12 videos / (2 processes x 2) = 3 steps per epoch
     assert [entry["num_samples"] for entry in summary["history"]] == [7, 7]

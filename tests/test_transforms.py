@@ -17,7 +17,6 @@ from ila_hf.transforms import (
     RandomGrayscale,
     RandomHorizontalFlip,
     ResizeShortSide,
-    ThreeCrop,
     TrainClipTransform,
     crop_to_aspect_ratio,
     resize_scale,
@@ -96,7 +95,7 @@ def test_three_crop_positions_on_a_landscape_clip():
 
 def test_three_crop_positions_on_a_portrait_clip():
     clip = random_clip(height=90, width=40)
-    crops = ThreeCrop(40)(clip)
+    crops = three_crop(clip, 40)
     for crop, top in zip(crops, (0, 25, 50)):
         assert torch.equal(crop, clip[..., top : top + 40, :])
 
@@ -238,20 +237,6 @@ def test_eval_transform_is_short_side_resize_centre_crop_and_normalisation():
     out = EvalClipTransform(224)(frames)
     expected = (frames[:, 16:240, 48:272] / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     torch.testing.assert_close(out, torch.from_numpy(expected.transpose(0, 3, 1, 2)).float())
-
-
-def test_eval_transform_three_crops_resize_the_short_side_to_the_crop():
-    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)  # short side = crop: no resize
-    out = EvalClipTransform(64, num_crops=3, mean=(0, 0, 0), std=(1, 1, 1))(frames)
-    assert out.shape == (3, 2, 3, 64, 64)
-    for crop, left in zip(out, (0, 16, 32)):
-        expected = torch.from_numpy(frames[:, :, left : left + 64]).permute(0, 3, 1, 2) / 255
-        torch.testing.assert_close(crop, expected)
-
-
-def test_eval_transform_rejects_other_crop_counts():
-    with pytest.raises(ValueError, match="`num_crops` must be 1 or 3, got 5"):
-        EvalClipTransform(224, num_crops=5)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,62 @@
+"""Fine-tuning ILA with accelerate, following the released recipe: `train` (ila_hf.training.loop) and its parts.
+
+- `config`: `TrainingConfig`, `TrainingResult` and their command-line arguments (no datasets / accelerate import);
+- `recipe`: parameter groups, AdamW, the learning-rate and align-decay schedules;
+- `checkpoints`: atomic saves, resuming, pruning;
+- `faults`: step agreement across processes, undecodable videos and non-finite losses;
+- `loop`: `train` and `evaluate`;
+- `export`: the exported model folder, metrics and Hub upload at the end of a run.
+"""
+
+import importlib
+
+
+# Loaded on first use, so that `ila_hf.training.config` (argument parsing) does not import datasets.
+_SUBMODULE_OF = {
+    "ARCHITECTURES": "config",
+    "MIXED_PRECISION_CHOICES": "config",
+    "TrainingConfig": "config",
+    "TrainingResult": "config",
+    "add_training_arguments": "config",
+    "config_from_args": "config",
+    "TrainingProgress": "checkpoints",
+    "NonFiniteLossError": "faults",
+    "UndecodableDataError": "faults",
+    "build_model": "loop",
+    "evaluate": "loop",
+    "top_k_accuracy": "loop",
+    "train": "loop",
+    "build_optimizer": "recipe",
+    "build_scheduler": "recipe",
+    "jitter_delta": "recipe",
+    "lr_multiplier": "recipe",
+    "parameter_group_name": "recipe",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULE_OF:
+        return getattr(importlib.import_module(f".{_SUBMODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "MIXED_PRECISION_CHOICES",
+    "NonFiniteLossError",
+    "TrainingConfig",
+    "TrainingProgress",
+    "TrainingResult",
+    "UndecodableDataError",
+    "add_training_arguments",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "config_from_args",
+    "evaluate",
+    "jitter_delta",
+    "lr_multiplier",
+    "parameter_group_name",
+    "top_k_accuracy",
+    "train",
+]

@@ -1,0 +1,111 @@
+"""The released recipe's optimisation: parameter groups and their learning rates, AdamW, the warm-up + cosine
+learning-rate schedule and the align-decay schedule of the alignment jitter."""
+
+import math
+
+import torch
+
+from ..baselines import FrameAveragingClassifier
+from ..modeling_ila import ILAForVideoClassification
+from .config import TrainingConfig
+
+
+def jitter_delta(epoch: int, initial: float = 0.2, decay_start_epoch: int = 30) -> float:
+    """Align decay: the alignment-mask jitter of 0-based `epoch`, halved at the start of every epoch from
+    `decay_start_epoch` on: initial for epoch < start, initial / 2 ** (epoch - start + 1) after."""
+    return initial * 0.5 ** max(0, epoch - decay_start_epoch + 1)
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Learning-rate factor of optimizer step `step` (0-based): linear warm-up to 1 over `warmup_steps`, then a
+    cosine decay to `min_lr_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _no_weight_decay(name: str, parameter: torch.nn.Parameter) -> bool:
+    return parameter.ndim <= 1 or name.endswith(".bias") or "position_embedding" in name or "class_embedding" in name
+
+
+def parameter_group_name(name: str, backbone_names: set[str], head_prefixes: tuple[str, ...] = ("head.",)) -> str:
+    """The recipe's group of a parameter of `ILAForVideoClassification` (or of the baseline), by name."""
+    if name in backbone_names:
+        return "backbone"
+    if ".aligned_tokens_proj." in name or ".interaction_tokens_proj." in name:
+        return "temporal_skip"
+    if ".message_fc." in name or ".message_ln." in name or ".alignment." in name:
+        return "alignment"
+    if name.startswith("mit."):
+        return "mit"
+    if name.startswith(head_prefixes):
+        return "head"
+    return "other"
+
+
+def _backbone_and_head(model: ILAForVideoClassification | FrameAveragingClassifier) -> tuple[set[str], tuple[str, ...]]:
+    """(names of the CLIP backbone's parameters, name prefixes of the head's) of ILA or of the baseline."""
+    if isinstance(model, FrameAveragingClassifier):
+        return {f"clip.{name}" for name, _ in model.clip.named_parameters()}, ("norm.", "classifier.")
+    return {f"ila.{name}" for name, _ in model.ila.clip_backbone_parameters()}, ("head.",)
+
+
+def build_optimizer(
+    model: ILAForVideoClassification | FrameAveragingClassifier, config: TrainingConfig
+) -> torch.optim.AdamW:
+    """
+    AdamW over the recipe's parameter groups; each group is split into a decayed part and a `_no_decay` part
+    (biases, 1-D parameters, position and class embeddings). Frozen parameters get no group and no optimizer state.
+
+    Groups (learning rate, weight decay):
+    - alignment: message_fc, message_ln, alignment.* of every layer (alignment_learning_rate, alignment_weight_decay)
+    - temporal_skip: aligned_tokens_proj, interaction_tokens_proj (base x temporal_skip_lr_scale, weight_decay)
+    - mit: mit.* (mit_learning_rate, weight_decay)
+    - head: head.*, the classifier or the prompt generator; the baseline's norm and classifier (head_learning_rate,
+      weight_decay)
+    - backbone: the CLIP weights, when not frozen (base_learning_rate, weight_decay)
+    - other: anything else trainable (base_learning_rate, weight_decay)
+
+    Every group records its peak learning rate as `initial_lr`; the schedule scales it.
+    """
+    settings = {
+        "alignment": (config.alignment_learning_rate, config.alignment_weight_decay),
+        "temporal_skip": (config.base_learning_rate * config.temporal_skip_lr_scale, config.weight_decay),
+        "mit": (config.mit_learning_rate, config.weight_decay),
+        "head": (config.head_learning_rate, config.weight_decay),
+        "backbone": (config.base_learning_rate, config.weight_decay),
+        "other": (config.base_learning_rate, config.weight_decay),
+    }
+    backbone_names, head_prefixes = _backbone_and_head(model)
+    grouped: dict[str, list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        group = parameter_group_name(name, backbone_names, head_prefixes)
+        grouped.setdefault(group + ("_no_decay" if _no_weight_decay(name, parameter) else ""), []).append(parameter)
+    param_groups = []
+    for group, (learning_rate, weight_decay) in settings.items():
+        for suffix, decay in (("", weight_decay), ("_no_decay", 0.0)):
+            if grouped.get(group + suffix):
+                param_groups.append(
+                    {
+                        "params": grouped[group + suffix],
+                        "lr": learning_rate,
+                        "weight_decay": decay,
+                        "name": group + suffix,
+                    }
+                )
+    if not param_groups:
+        raise ValueError("The model has no trainable parameters.")
+    return torch.optim.AdamW(param_groups, betas=config.adam_betas, eps=config.adam_epsilon)
+
+
+def build_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """`LambdaLR` applying `lr_multiplier` to every group's learning rate; step it once per optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, warmup_steps, total_steps, min_lr_ratio)
+    )
+
+
+__all__ = ["build_optimizer", "build_scheduler", "jitter_delta", "lr_multiplier", "parameter_group_name"]

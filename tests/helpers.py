@@ -1,0 +1,74 @@
+"""Helpers shared by the test modules (test modules never import each other)."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ila_hf import ILAVideoConfig
+from tests.conftest import TINY_CLIP_VISION
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_ila_config(**overrides) -> ILAVideoConfig:
+    """A tiny `ILAVideoConfig` on the tiny CLIP vision tower of conftest (64x64 images, a 4x4 patch grid, 4 frames);
+    overrides replace any setting."""
+    return ILAVideoConfig(**{**TINY_CLIP_VISION, "num_frames": 4, **overrides})
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def loop_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
+    """
+    `TrainingConfig` arguments (JSON-serialisable, for the subprocess tests too): 2 epochs of 6 steps (12 videos,
+    batch 2) on the tiny model, validated on 7 videos; kwargs override.
+    """
+    settings = dict(
+        train_data=str(data / "train.txt"),
+        validation_data=str(data / "val.txt"),
+        label_names=str(data / "labels.csv"),
+        clip_model=str(clip_dir),
+        num_frames=4,
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=2,
+        num_workers=0,
+        checkpoint_every_steps=2,
+        checkpoints_total_limit=2,
+        export="last",
+    )
+    return {**settings, **kwargs}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_processes(script: Path, arguments: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` `script` with `arguments` on 2 CPU processes (gloo); asserts that it succeeded."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        *arguments,
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
