@@ -198,13 +198,16 @@ def _add_train_command(subparsers) -> None:
     parser.add_argument("arguments", nargs=argparse.REMAINDER)
 
     def run(args) -> int:
-        from .training import add_training_arguments, config_from_args, train
+        from .training import add_training_arguments, config_from_args
 
         training_parser = argparse.ArgumentParser(
             prog="ila-hf train",
             description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
         )
-        result = train(config_from_args(add_training_arguments(training_parser).parse_args(args.arguments)))
+        config = config_from_args(add_training_arguments(training_parser).parse_args(args.arguments))
+        from .training import train  # imports torch, accelerate and datasets: only once the arguments are valid
+
+        result = train(config)
         if result.stopped_early:
             print(f"Stopped after step {result.global_step}; continue with --resume --output-dir {result.output_dir}")
         else:
