@@ -353,8 +353,10 @@ def _is_user_error(error: Exception) -> bool:
 
 
 def _one_line(error: BaseException) -> str:
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
     # A strict config's validation error wraps the validator's own message in a two-line preamble.
-    if type(error).__name__ == "StrictDataclassClassValidationError" and error.__cause__ is not None:
+    if isinstance(error, StrictDataclassClassValidationError) and error.__cause__ is not None:
         error = error.__cause__
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 

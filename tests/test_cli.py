@@ -305,3 +305,14 @@ def test_main_help_lists_every_command(capsys):
     assert exit_info.value.code == 0
     shown = capsys.readouterr().out
     assert all(f"    {name} " in shown for name in ("demo", "predict", "train", "convert", "benchmark"))
+
+
+def test_an_invalid_config_is_reported_with_the_validators_message(model_dir, videos, tmp_path, capsys):
+    config = json.loads((model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_size": 32}))
+
+    status = main(["predict", str(videos["good"]), "--model", str(tmp_path)])
+
+    assert status == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ila-hf predict: error: The point predictor's two 2x2 max-pools need a patch grid of at least")
