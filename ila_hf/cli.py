@@ -157,7 +157,7 @@ def _add_predict_command(subparsers) -> None:
         from tqdm.auto import tqdm
         from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
-        from .inference import classify_videos  # ila_hf is imported by now, so the Auto classes know ILA
+        from .inference import classify_videos  # importing ila_hf arranged for these Auto classes to know ILA
 
         try:
             model = AutoModelForVideoClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
