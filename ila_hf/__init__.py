@@ -1,37 +1,30 @@
 """ila_hf: ILA (Implicit Learnable Alignment, ICCV 2023) video recognition for Hugging Face Transformers.
 
-Importing the package registers the ILA classes with transformers' Auto classes. The training, data and conversion
-entry points load on first use, so that inference code does not import accelerate and datasets.
+Importing the package registers the ILA classes with transformers' Auto classes (AutoConfig, AutoModel,
+AutoModelForVideoClassification, AutoVideoProcessor). It imports neither torch nor transformers itself: the public
+names below load their module on first use, and each registration is made when transformers loads the Auto class
+it extends (see `auto_registration`), so that `ila-hf --help` answers at once.
 """
 
 import importlib
 
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
-
-from .configuration_ila import ILAVideoConfig
-from .modeling_ila import (
-    ILAForVideoClassification,
-    ILAPreTrainedModel,
-    ILAVideoClassifierOutput,
-    ILAVideoModel,
-    ILAVideoModelOutput,
-)
-from .video_io import VideoDecodeError, load_video, read_video_metadata
-from .video_processing_ila import ILAVideoProcessor
+from .auto_registration import register_when_loaded
 
 
-AutoConfig.register(ILAVideoConfig.model_type, ILAVideoConfig, exist_ok=True)
-AutoModel.register(ILAVideoConfig, ILAVideoModel, exist_ok=True)
-AutoModelForVideoClassification.register(ILAVideoConfig, ILAForVideoClassification, exist_ok=True)
-AutoVideoProcessor.register(ILAVideoConfig, ILAVideoProcessor, exist_ok=True)
+register_when_loaded()
 
-# `save_pretrained` then copies the code files and writes `auto_map`, so saved folders load with trust_remote_code.
-ILAVideoConfig.register_for_auto_class()
-ILAVideoModel.register_for_auto_class("AutoModel")
-ILAForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
-ILAVideoProcessor.register_for_auto_class()
-
+# Public name -> the module that defines it, imported on first use (PEP 562).
 _LAZY_ATTRIBUTES = {
+    "ILAVideoConfig": "configuration_ila",
+    "ILAForVideoClassification": "modeling_ila",
+    "ILAPreTrainedModel": "modeling_ila",
+    "ILAVideoClassifierOutput": "modeling_ila",
+    "ILAVideoModel": "modeling_ila",
+    "ILAVideoModelOutput": "modeling_ila",
+    "ILAVideoProcessor": "video_processing_ila",
+    "VideoDecodeError": "video_io",
+    "load_video": "video_io",
+    "read_video_metadata": "video_io",
     "build_dataset": "data",
     "VideoClassificationCollator": "data",
     "VideoBatchStream": "data",
@@ -48,18 +41,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_ATTRIBUTES])
+
+
 __version__ = "0.1.0"
 
-__all__ = [
-    "ILAForVideoClassification",
-    "ILAPreTrainedModel",
-    "ILAVideoClassifierOutput",
-    "ILAVideoConfig",
-    "ILAVideoModel",
-    "ILAVideoModelOutput",
-    "ILAVideoProcessor",
-    "VideoDecodeError",
-    "load_video",
-    "read_video_metadata",
-    *_LAZY_ATTRIBUTES,
-]
+__all__ = sorted(_LAZY_ATTRIBUTES)

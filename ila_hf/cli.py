@@ -1,17 +1,27 @@
-"""`ila-hf` command line: each subcommand parses its arguments and calls one library function."""
+"""`ila-hf` command line: each subcommand parses its arguments and calls one library function.
+
+Only the chosen subcommand's parser is built, and each imports what it needs inside its handler, so that `ila-hf
+--help` imports neither torch nor transformers. `main` turns the errors a user can fix into one line and a status.
+"""
 
 import argparse
+import importlib
+import logging
+import os
 import shlex
 import sys
+from pathlib import Path
+
+
+logger = logging.getLogger("ila_hf.cli")  # not __name__, which is "__main__" under `python -m ila_hf.cli`
 
 
 def _add_demo_command(subparsers) -> None:
-    from .demo import MOTIONS, DemoConfig  # light: torch and transformers are loaded by the package already
+    from .demo import MOTIONS, DemoConfig  # imports torch: this parser is built only when the command is `demo`
 
     defaults = DemoConfig()
     parser = subparsers.add_parser(
         "demo",
-        help="Train ILA vs frame averaging on a synthetic temporal-order task.",
         description="Write synthetic mp4s whose classes differ only in temporal order, train ILA and a frame-averaging "
         "baseline on one random tiny CLIP (CPU, a few minutes), print their held-out accuracy, runtime and peak memory, "
         "export ILA with its video processor, classify a held-out mp4 through pipeline('video-classification') and "
@@ -71,6 +81,49 @@ def _add_demo_command(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _positive_int(text: str) -> int:
+    if not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _model_folder_or_hub_id(text: str) -> str:
+    """
+    argparse type of `--model`: a saved model folder or a Hub id. A path that is no folder is refused here: given to
+    transformers, it is tried as a Hub id and reported as a failed download or an invalid repo id.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise argparse.ArgumentTypeError(f"folder {text} has no config.json; expected a saved model folder")
+        return str(path)
+    if path.exists():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a model folder or a Hub id")
+    namespace, separator, _ = text.partition("/")
+    try:
+        validate_repo_id(text)
+        is_hub_id = not (separator and Path(namespace).expanduser().is_dir())  # "runs/typo" where runs/ is here
+    except HFValidationError:
+        is_hub_id = False
+    if not is_hub_id:
+        raise argparse.ArgumentTypeError(f"folder {text} does not exist")
+    return text
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether `error` comes from a Hub download that found neither a connection (or offline mode) nor a cached copy."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    while error is not None:
+        if isinstance(error, LocalEntryNotFoundError):
+            return True
+        error = error.__cause__
+    return False
+
+
 def _parse_views(text: str) -> tuple[int, int]:
     clips, _, crops = text.lower().partition("x")
     if not (clips.isdigit() and crops in ("1", "3") and int(clips) >= 1):
@@ -81,12 +134,14 @@ def _parse_views(text: str) -> tuple[int, int]:
 def _add_predict_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="Classify video files with an ILA model.",
         description="Classify videos; bad files are reported on stderr (exit status 1) while the others are printed.",
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or URLs")
-    parser.add_argument("--model", required=True, help="saved ILA folder or Hub id (with its video processor)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes shown per video (default: 5)")
+    parser.add_argument(
+        "--model", required=True, type=_model_folder_or_hub_id,
+        help="saved ILA folder or Hub id (with its video processor)",
+    )
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per video (default: 5)")
     parser.add_argument(
         "--views", type=_parse_views, default=(1, 1), metavar="CLIPSxCROPS",
         help="temporal clips x spatial crops per video, softmax averaged; 4x3 is the published protocol (default: 1x1)",
@@ -102,18 +157,28 @@ def _add_predict_command(subparsers) -> None:
         from tqdm.auto import tqdm
         from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
-        from .inference import classify_videos  # ila_hf is imported by now, so the Auto classes know ILA
+        from .inference import classify_videos  # importing ila_hf arranged for these Auto classes to know ILA
 
-        model = AutoModelForVideoClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-        model = model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-        processor = AutoVideoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        try:
+            model = AutoModelForVideoClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+            processor = AutoVideoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        except OSError as error:
+            if _hub_unreachable(error):
+                raise OSError(
+                    f"could not reach the Hugging Face Hub to download {args.model}, and it is not in the local cache; "
+                    "give the folder of a saved model instead, or connect and try again"
+                ) from error
+            raise
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = model.to(device).eval()
+        logger.info("Loaded %s (%d classes) on %s", args.model, model.config.num_labels, device)
         num_clips, num_crops = args.views
         videos = tqdm(args.videos, desc="videos", unit="video", disable=len(args.videos) < 2, file=sys.stderr)
         failures = 0
         for prediction in classify_videos(model, processor, videos, args.top_k, num_clips, num_crops):
             if prediction.error is not None:
                 failures += 1
-                print(f"ila-hf predict: {prediction.error}", file=sys.stderr)
+                tqdm.write(f"ila-hf predict: {prediction.error}", file=sys.stderr)  # on a line of its own, not the bar's
                 if args.json:
                     print(json.dumps(prediction.to_dict()), flush=True)
             elif args.json:
@@ -129,19 +194,20 @@ def _add_predict_command(subparsers) -> None:
 def _add_train_command(subparsers) -> None:
     # The options mirror ila_hf.training.TrainingConfig and are parsed only when `train` runs, so that the other
     # subcommands do not import accelerate and datasets: this parser just collects everything after "train".
-    parser = subparsers.add_parser(
-        "train", help="Fine-tune ILA with accelerate (ila-hf train --help).", add_help=False, prefix_chars="\0"
-    )
+    parser = subparsers.add_parser("train", add_help=False, prefix_chars="\0")
     parser.add_argument("arguments", nargs=argparse.REMAINDER)
 
     def run(args) -> int:
-        from .training import add_training_arguments, config_from_args, train
+        from .training import add_training_arguments, config_from_args
 
         training_parser = argparse.ArgumentParser(
             prog="ila-hf train",
             description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
         )
-        result = train(config_from_args(add_training_arguments(training_parser).parse_args(args.arguments)))
+        config = config_from_args(add_training_arguments(training_parser).parse_args(args.arguments))
+        from .training import train  # imports torch, accelerate and datasets: only once the arguments are valid
+
+        result = train(config)
         if result.stopped_early:
             print(f"Stopped after step {result.global_step}; continue with --resume --output-dir {result.output_dir}")
         else:
@@ -159,13 +225,12 @@ def _add_train_command(subparsers) -> None:
 def _add_convert_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="Convert an authors' released .pth checkpoint.",
         description="Convert a released ILA training-state .pth file into a Transformers folder, loading it safely.",
     )
     parser.add_argument("checkpoint", help="the released .pth file")
     parser.add_argument("output_dir", help="folder to write the converted model, processor and model card to")
     parser.add_argument("--variant", choices=("k400", "ssv2"), help="checked against the checkpoint")
-    parser.add_argument("--num-frames", type=int, help="frames the checkpoint was trained with (checked)")
+    parser.add_argument("--num-frames", type=_positive_int, help="frames the checkpoint was trained with (checked)")
     parser.add_argument("--class-names", help="id,name CSV of the labels (default: the variant's released list)")
     parser.add_argument("--clip-text", help="CLIP tokenizer folder or Hub id for the K400 class names")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repo")
@@ -194,11 +259,10 @@ def _add_convert_command(subparsers) -> None:
 
 
 def _add_benchmark_command(subparsers) -> None:
-    from .benchmark import add_benchmark_arguments, benchmark_command
+    from .benchmark import add_benchmark_arguments, benchmark_command  # imports torch: built only for `benchmark`
 
     parser = subparsers.add_parser(
         "benchmark",
-        help="Cost and speed of ILA and its peers.",
         description="Multiply-adds, parameters, inference speed and memory, and training-step time and memory of "
         "ILA, CLIP frame averaging, X-CLIP, TimeSformer and VideoMAE, random weights at real sizes. The defaults are "
         "a quick CPU run; see benchmarks/RESULTS.md for a full one.",
@@ -207,23 +271,131 @@ def _add_benchmark_command(subparsers) -> None:
     parser.set_defaults(handler=lambda args: benchmark_command(args, command=shlex.join(["ila-hf", *sys.argv[1:]])))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ila-hf", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for add_command in (
-        _add_demo_command,
-        _add_predict_command,
-        _add_train_command,
-        _add_convert_command,
-        _add_benchmark_command,
-    ):
+# name -> (the line `ila-hf --help` shows, the function adding the command's parser and handler)
+COMMANDS = {
+    "demo": ("Train ILA vs frame averaging on a synthetic temporal-order task.", _add_demo_command),
+    "predict": ("Classify video files with an ILA model.", _add_predict_command),
+    "train": ("Fine-tune ILA with accelerate (ila-hf train --help).", _add_train_command),
+    "convert": ("Convert an authors' released .pth checkpoint.", _add_convert_command),
+    "benchmark": ("Cost and speed of ILA and its peers.", _add_benchmark_command),
+}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    # On the main parser and again on each command's, so that they work before and after the command name; a
+    # command's copies default to SUPPRESS so as not to overwrite what was given before the name.
+    default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG, default=default(logging.INFO),
+        help="log debugging details, and the libraries' information (transformers, datasets, accelerate, Hub)",
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING, default=default(logging.INFO),
+        help="log warnings and errors only",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False),
+        help="show the traceback of an error (also: environment variable ILA_HF_DEBUG=1)",
+    )
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `ila-hf` parser, with the full parser of `command` only (the others list their name and help line)."""
+    parser = argparse.ArgumentParser(
+        prog="ila-hf",
+        description="ILA (Implicit Learnable Alignment) video classification with Hugging Face Transformers.",
+    )
+    _add_global_options(parser, defaults=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_line, add_command) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_line)
+            continue
         add_command(subparsers)
+        command_parser = subparsers.choices[name]
+        if command_parser.prefix_chars == "-":  # `train` collects everything after its name for its own parser
+            _add_global_options(command_parser, defaults=False)
     return parser
 
 
+_LIBRARY_VERBOSITY_VARIABLES = {
+    "transformers": "TRANSFORMERS_VERBOSITY",
+    "datasets": "DATASETS_VERBOSITY",
+    "huggingface_hub": "HF_HUB_VERBOSITY",
+}
+
+
+def configure_logging(level: int) -> None:
+    """
+    Logs ila_hf at `level` and the libraries one step quieter (their warnings by default), on stderr in short lines.
+    """
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("ila_hf").setLevel(level)
+    library_level = min(level + 10, logging.ERROR)
+    logging.getLogger("accelerate").setLevel(library_level)
+    # The Hugging Face libraries have a handler of their own (huggingface_hub's also passes its lines on to ours) and
+    # read their level from these variables when imported, which the commands do after this point.
+    logging.getLogger("huggingface_hub").propagate = False
+    for library, variable in _LIBRARY_VERBOSITY_VARIABLES.items():
+        os.environ[variable] = logging.getLevelName(library_level).lower()
+        if library in sys.modules:
+            importlib.import_module(f"{library}.utils.logging").set_verbosity(library_level)
+
+
+def _is_user_error(error: Exception) -> bool:
+    """
+    Errors a user can act on: bad values and files (ValueError, OSError, which includes transformers' loading errors
+    and the Hub's), and the exception types of ila_hf and huggingface_hub, which are raised only for those.
+    """
+    return isinstance(error, (ValueError, OSError)) or any(
+        cls.__module__.partition(".")[0] in ("ila_hf", "huggingface_hub") for cls in type(error).__mro__
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    # A strict config's validation error wraps the validator's own message in a two-line preamble.
+    if isinstance(error, StrictDataclassClassValidationError) and error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    for argument in argv:  # the global options take no values: the first word that is no option names the command
+        if argument in ("-h", "--help") or not argument.startswith("-"):
+            return argument if argument in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args) or 0
+    """Runs `ila-hf`; returns 0, 1 when some inputs failed, 2 for a user error, 70 for a bug, 130 on Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _chosen_command(argv)
+    args = build_parser(command).parse_args(argv)
+    debug = args.debug or os.environ.get("ILA_HF_DEBUG", "0") not in ("", "0")
+    configure_logging(args.log_level)
+    prefix = f"ila-hf {args.command}"
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        if _is_user_error(error):
+            print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        print(
+            f"{prefix}: internal error: {type(error).__name__}: {_one_line(error)}. This is a bug in ila_hf: please "
+            "report it with the traceback that --debug (or ILA_HF_DEBUG=1) shows.",
+            file=sys.stderr,
+        )
+        return 70  # EX_SOFTWARE (sysexits.h)
 
 
 if __name__ == "__main__":

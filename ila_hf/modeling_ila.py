@@ -20,12 +20,9 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, eager_attention_forward
-from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_ila import ILAVideoConfig
-
-
-logger = logging.get_logger(__name__)
 
 
 @dataclass

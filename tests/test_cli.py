@@ -1,14 +1,18 @@
-"""`ila-hf predict` and `ila-hf convert` from the command line, and multi-view inference."""
+"""`ila-hf` from the command line (predict, convert, errors, logging, help), and multi-view inference."""
 
 import json
+import logging
+import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
+import transformers
 
 from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoProcessor
-from ila_hf.cli import main
+from ila_hf.cli import build_parser, main
 from ila_hf.inference import classify_videos, view_probabilities
 
 from .conftest import TINY_CLIP_VISION
@@ -91,6 +95,7 @@ def test_predict_table_and_exit_status_from_the_console_script(model_dir, videos
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert f" INFO ila_hf.cli: Loaded {model_dir} (3 classes) on cpu\n" in result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     expected = expected_probabilities(model_dir, videos["good"]).topk(2)
     assert [row[:2] for row in rows] == [[str(videos["good"]), "1"], [str(videos["good"]), "2"]]
@@ -142,8 +147,195 @@ def test_convert_command_writes_a_loadable_folder(tmp_path, capsys):
     assert model.config.id2label[4] == "class 4" and model.config.interaction_variant == "conv"
 
 
-def test_convert_command_reports_a_variant_mismatch(tmp_path):
+def test_convert_command_reports_a_variant_mismatch(tmp_path, capsys):
     checkpoint = tmp_path / "ila_ssv2.pth"
     write_released_checkpoint(checkpoint, "ssv2", num_classes=5)
-    with pytest.raises(ValueError, match="k400"):
-        main(["convert", str(checkpoint), str(tmp_path / "out"), "--variant", "k400"])
+
+    status = main(["convert", str(checkpoint), str(tmp_path / "out"), "--variant", "k400"])
+
+    assert status == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ila-hf convert: error: ") and "k400" in line
+
+
+@pytest.fixture(autouse=True)
+def restore_logging(monkeypatch):
+    """`main` sets levels and verbosity variables for the process; give the next test the ones it found."""
+    for variable in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY", "ILA_HF_DEBUG"):
+        monkeypatch.delenv(variable, raising=False)
+    ila_level = logging.getLogger("ila_hf").level
+    transformers_level = transformers.logging.get_verbosity()
+    hub_propagates = logging.getLogger("huggingface_hub").propagate
+    yield
+    logging.getLogger("ila_hf").setLevel(ila_level)
+    transformers.logging.set_verbosity(transformers_level)
+    logging.getLogger("huggingface_hub").propagate = hub_propagates
+
+
+def run_cli(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ila_hf.cli", *arguments], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_model_folder_that_does_not_exist_is_named_in_one_line(videos, tmp_path, capsys):
+    typo = tmp_path / "runs" / "modle"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(videos["good"]), "--model", str(typo)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ila-hf predict: error: argument --model: folder {typo} does not exist"
+    )
+
+
+def test_a_model_folder_without_config_is_refused(videos, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(videos["good"]), "--model", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ila-hf predict: error: argument --model: folder {tmp_path} has no config.json; expected a saved model folder"
+    )
+
+
+def test_a_hub_id_that_cannot_be_reached_suggests_a_local_folder(videos, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # no request leaves the machine
+
+    status = main(["predict", str(videos["good"]), "--model", "someone/ila-model-not-in-the-cache"])
+
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ila-hf predict: error: could not reach the Hugging Face Hub to download someone/ila-model-not-in-the-cache, "
+        "and it is not in the local cache; give the folder of a saved model instead, or connect and try again"
+    ]
+
+
+def test_a_random_bytes_checkpoint_is_one_line(tmp_path, capsys):
+    checkpoint = write_random_bytes(tmp_path / "ila_k400.pth")
+
+    status = main(["convert", str(checkpoint), str(tmp_path / "out")])
+
+    assert status == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"ila-hf convert: error: {checkpoint} ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_video_fails_while_the_others_are_classified(model_dir, videos, tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+
+    status = main(["predict", str(missing), str(videos["good"]), "--model", str(model_dir), "--top-k", "1"])
+
+    assert status == 1
+    captured = capsys.readouterr()
+    assert [line.split("\t")[:2] for line in captured.out.splitlines()] == [[str(videos["good"]), "1"]]
+    [line] = [line for line in captured.err.splitlines() if str(missing) in line]
+    assert line.startswith(f"ila-hf predict: {missing}")
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_top_k_must_be_positive(model_dir, videos, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(videos["good"]), "--model", str(model_dir), "--top-k", value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ila-hf predict: error: argument --top-k: expected a positive whole number, got {value!r}"
+    )
+
+
+def test_a_bug_says_so_and_how_to_see_its_traceback(model_dir, videos, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise TypeError("unexpected keyword 'clips'")
+
+    monkeypatch.setattr("ila_hf.inference.classify_videos", broken)
+
+    status = main(["predict", str(videos["good"]), "--model", str(model_dir)])
+
+    assert status == 70
+    line = capsys.readouterr().err.splitlines()[-1]  # after transformers' loading bar
+    assert line.startswith("ila-hf predict: internal error: TypeError: unexpected keyword 'clips'. This is a bug")
+    assert "--debug" in line
+
+
+def test_debug_raises_the_error_itself(tmp_path):
+    checkpoint = write_random_bytes(tmp_path / "ila_k400.pth")
+    from ila_hf.convert import CheckpointConversionError
+
+    with pytest.raises(CheckpointConversionError, match=str(checkpoint)):
+        main(["convert", str(checkpoint), str(tmp_path / "out"), "--debug"])
+
+
+def test_ila_hf_debug_variable_shows_the_traceback(tmp_path):
+    checkpoint = write_random_bytes(tmp_path / "ila_k400.pth")
+
+    result = run_cli("convert", str(checkpoint), str(tmp_path / "out"), env={"ILA_HF_DEBUG": "1"})
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.splitlines()[-1].startswith("ila_hf.convert.CheckpointConversionError: ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "ila_level", "transformers_level"),
+    [([], logging.INFO, logging.WARNING), (["-q"], logging.WARNING, logging.ERROR), (["-v"], logging.DEBUG, logging.INFO)],
+)
+def test_verbosity_flags_set_our_level_and_the_libraries(model_dir, videos, caplog, flags, ila_level, transformers_level):
+    status = main(["predict", str(videos["good"]), "--model", str(model_dir), *flags])
+
+    assert status == 0
+    assert logging.getLogger("ila_hf").getEffectiveLevel() == ila_level
+    assert transformers.logging.get_verbosity() == transformers_level
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == logging.getLevelName(transformers_level).lower()
+    loaded = [record for record in caplog.records if record.name == "ila_hf.cli" and record.msg.startswith("Loaded")]
+    assert len(loaded) == (0 if flags == ["-q"] else 1)
+
+
+@pytest.mark.parametrize(
+    "arguments", [["-q", "predict", "video.mp4"], ["predict", "video.mp4", "--quiet"], ["predict", "-q", "video.mp4"]]
+)
+def test_global_options_are_accepted_before_and_after_the_command(model_dir, arguments):
+    args = build_parser("predict").parse_args([*arguments, "--model", str(model_dir)])
+    assert args.log_level == logging.WARNING and args.videos == ["video.mp4"] and args.debug is False
+
+
+HELP_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from ila_hf.cli import build_parser, main
+
+    for arguments in sys.argv[1:]:
+        with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.suppress(SystemExit):
+            main(arguments.split())
+        assert "usage: ila-hf" in shown.getvalue(), arguments
+    print(" ".join(sorted(name for name in ("torch", "transformers", "av", "accelerate", "datasets") if name in sys.modules)))
+    """
+)
+
+
+def test_help_imports_no_heavy_library():
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_SCRIPT, "--help", "predict --help", "convert --help", "train --help", "-q predict -h"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_main_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f"    {name} " in shown for name in ("demo", "predict", "train", "convert", "benchmark"))
+
+
+def test_an_invalid_config_is_reported_with_the_validators_message(model_dir, videos, tmp_path, capsys):
+    config = json.loads((model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_size": 32}))
+
+    status = main(["predict", str(videos["good"]), "--model", str(tmp_path)])
+
+    assert status == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ila-hf predict: error: The point predictor's two 2x2 max-pools need a patch grid of at least")
