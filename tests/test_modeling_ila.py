@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -485,6 +486,49 @@ def test_set_class_names_refuses_the_linear_head():
 def test_config_validation_says_what_to_change(overrides, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
         tiny_config(**overrides)
+
+
+HOSTILE_CONFIGS = [
+    ({"num_hidden_layers": 100000}, "num_hidden_layers may be at most 128, got 100000"),
+    ({"hidden_size": -64}, "hidden_size is a size, so it must be >= 1, got -64"),
+    ({"num_attention_heads": 0}, "num_attention_heads is a size, so it must be >= 1, got 0"),
+    ({"num_frames": 10**7}, "num_frames may be at most 1024, got 10000000"),
+    ({"image_size": 60000, "patch_size": 1}, "image_size may be at most 4096, got 60000"),
+    ({"image_size": 4096, "patch_size": 16}, "at most 64 patches per side, got 256"),
+    ({"layer_norm_eps": 0.0}, "layer_norm_eps must be a positive number, got 0.0"),
+    (
+        {"hidden_size": 8192, "intermediate_size": 32768, "num_hidden_layers": 128, "num_attention_heads": 64},
+        r"a model of about 1.3e\+11 weights .*; at most 4e\+09 are allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, message", HOSTILE_CONFIGS)
+def test_a_hostile_config_json_is_refused_on_loading_at_once(tmp_path, overrides, message):
+    config = tiny_config().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, **overrides}))
+    started = time.perf_counter()
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        AutoModelForVideoClassification.from_pretrained(tmp_path)
+    assert time.perf_counter() - started < 10  # 100000 layers kept from_pretrained busy for minutes
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+             patch_size=14, projection_dim=768),  # ViT-L/14@336
+        dict(hidden_size=1664, intermediate_size=8192, num_hidden_layers=48, num_attention_heads=16, image_size=224,
+             patch_size=14, projection_dim=1280),  # ViT-bigG/14
+    ],
+)
+@pytest.mark.parametrize("variant", ["depthwise", "conv"])
+def test_bounds_admit_real_configs_and_the_size_bound_holds(sizes, variant):
+    config = ILAVideoConfig(**sizes, num_frames=32, interaction_variant=variant, num_labels=400)
+    with torch.device("meta"):
+        model = ILAForVideoClassification(config)
+    weights = sum(parameter.numel() for parameter in model.parameters())
+    assert weights <= config.parameter_count_bound <= 1.1 * weights
 
 
 def test_config_from_clip_config_keeps_vision_settings():
