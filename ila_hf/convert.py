@@ -344,12 +344,13 @@ def check_requested_architecture(architecture: ReleasedArchitecture, variant: st
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
         if variant != architecture.variant:
             raise ValueError(
-                f"variant={variant!r} was requested, but the checkpoint is a {architecture.variant!r} checkpoint "
+                f"Variant {variant!r} was requested (variant / --variant), but the checkpoint is a "
+                f"{architecture.variant!r} checkpoint "
                 f"(interaction block '{architecture.interaction_variant}', {architecture.head} head)."
             )
     if num_frames is not None and num_frames != architecture.num_frames:
         raise ValueError(
-            f"num_frames={num_frames} was requested, but the checkpoint was trained with "
+            f"{num_frames} frames were requested (num_frames / --num-frames), but the checkpoint was trained with "
             f"{architecture.num_frames} frames (mit.positional_embedding has {architecture.num_frames} rows); "
             "ILA's frame count is fixed by its weights."
         )
@@ -556,7 +557,7 @@ def _resolve_class_names(class_names, architecture: ReleasedArchitecture) -> lis
     if architecture.num_labels is not None and len(names) != architecture.num_labels:
         raise ValueError(
             f"The checkpoint's classifier has {architecture.num_labels} classes but {len(names)} class names were "
-            "given; pass class_names with one name per classifier row, in label-id order."
+            "given; give one name per classifier row, in label-id order (class_names / --class-names)."
         )
     return names
 
@@ -598,7 +599,18 @@ def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture
 def _load_tokenizer(clip_text, architecture: ReleasedArchitecture):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(clip_text) if isinstance(clip_text, (str, os.PathLike)) else clip_text
+    if isinstance(clip_text, (str, os.PathLike)):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(clip_text)
+        except (OSError, ValueError) as error:  # offline, no such folder or repo, not a tokenizer
+            raise CheckpointConversionError(
+                f"Could not load the CLIP tokenizer {str(clip_text)!r} that embeds the K400 class names "
+                f"({str(error).splitlines()[0]}). Pass a local tokenizer folder (clip_text / --clip-text): any OpenAI "
+                f"CLIP folder, or one saved on a connected machine with "
+                f"CLIPTokenizer.from_pretrained({DEFAULT_CLIP_TEXT!r}).save_pretrained(FOLDER)."
+            ) from None
+    else:
+        tokenizer = clip_text
     if len(tokenizer) != architecture.text_vocab_size:
         raise ValueError(
             f"The tokenizer from {clip_text!r} has {len(tokenizer)} tokens but the checkpoint's text tower embeds "
@@ -804,6 +816,8 @@ def convert_checkpoint(
     architecture = infer_architecture(state_dict)
     check_requested_architecture(architecture, variant, num_frames)
     names = _resolve_class_names(class_names, architecture)
+    if architecture.variant == "k400":  # before any work: offline, the default Hub tokenizer may be unavailable
+        tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
     try:
         config = build_config(
             architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
@@ -832,7 +846,6 @@ def convert_checkpoint(
         },
     )
     if architecture.variant == "k400":
-        tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
         text_model = build_clip_text_model(tensors.text_state_dict, architecture, tokenizer)
         model.set_class_names(names, text_model, tokenizer=tokenizer, template=CLASS_NAME_TEMPLATE)
         report.computed["head.class_embeddings"] = (

@@ -124,3 +124,11 @@ def test_convert_command_reports_a_variant_mismatch(tmp_path):
     write_released_checkpoint(checkpoint, "ssv2", num_classes=5)
     with pytest.raises(ValueError, match="k400"):
         main(["convert", str(checkpoint), str(tmp_path / "out"), "--variant", "k400"])
+
+
+def test_convert_help_states_the_tokenizer_default_and_how_to_go_offline(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--clip-text FOLDER_OR_HUB_ID" in help_text
+    assert "a local folder (needed offline)" in help_text and "(default: openai/clip-vit-base-patch16," in help_text

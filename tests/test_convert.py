@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForVideoClassification, CLIPTokenizer
 
+import ila_hf.convert
 from ila_hf.convert import (
     CheckpointConversionError,
     convert_checkpoint,
@@ -295,14 +296,14 @@ def test_not_an_ila_checkpoint_is_an_error(tmp_path):
 def test_requested_variant_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"variant='k400' was requested, but the checkpoint is a 'ssv2' checkpoint"):
+    with pytest.raises(ValueError, match=r"Variant 'k400' was requested \(variant / --variant\), but the checkpoint is a 'ssv2' checkpoint"):
         convert_checkpoint(path, tmp_path / "out", "k400", 4)
 
 
 def test_requested_frame_count_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"num_frames=8 was requested, but the checkpoint was trained with 4 frames"):
+    with pytest.raises(ValueError, match=r"8 frames were requested \(num_frames / --num-frames\), but the checkpoint was trained with 4 frames"):
         convert_checkpoint(path, tmp_path / "out", "ssv2", 8)
 
 
@@ -398,6 +399,23 @@ def test_a_safetensors_file_is_named_with_what_convert_expects(tmp_path):
     with pytest.raises(CheckpointConversionError, match=message) as error:
         convert_checkpoint(path, tmp_path / "out")
     assert "corrupted" not in str(error.value)
+
+
+def test_k400_without_a_reachable_tokenizer_fails_at_once_saying_how_to_pass_one(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # an offline machine: no request is made
+    monkeypatch.setattr(ila_hf.convert, "DEFAULT_CLIP_TEXT", "ila-hf-tests/uncached-clip-tokenizer")
+    path = tmp_path / "k400.pth"
+    write_released_checkpoint(path, "k400", **SIZES["k400"])
+    message = (
+        r"^Could not load the CLIP tokenizer 'ila-hf-tests/uncached-clip-tokenizer' that embeds the K400 class names "
+        r"\(.+\)\. Pass a local tokenizer folder \(clip_text / --clip-text\)"
+    )
+    with pytest.raises(CheckpointConversionError, match=message) as error:
+        convert_checkpoint(path, tmp_path / "out")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------- Hub
