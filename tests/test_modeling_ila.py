@@ -85,6 +85,62 @@ def test_from_clip_accepts_a_full_clip_model_checkpoint(tmp_path, tiny_clip_dir)
         torch.testing.assert_close(model(pixel_values=video).frame_embeds, expected, rtol=0, atol=1e-6)
 
 
+def save_full_clip(folder, clip_tokenizer_dir, projection_dim=64):
+    """A tiny CLIPModel whose sub-configs do not repeat the top-level projection_dim (they keep the default 512), saved
+    with CLIP's tokenizer, as Hub CLIP repositories are."""
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
+    vision = {key: value for key, value in TINY_CLIP_VISION.items() if key != "projection_dim"}
+    text = dict(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(1)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
+    assert clip.config.vision_config.projection_dim == clip.config.text_config.projection_dim == 512
+    clip.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return clip, tokenizer
+
+
+def test_from_clip_takes_projection_dim_from_the_top_of_a_clip_model_and_reports_nothing(tmp_path, clip_tokenizer_dir, capfd):
+    clip, _ = save_full_clip(tmp_path, clip_tokenizer_dir)
+    capfd.readouterr()
+    model = ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES, id2label=LABELS).eval()
+    assert "LOAD REPORT" not in capfd.readouterr().err  # the unused text_model.* weights are expected
+    video = random_video()
+    with torch.no_grad():
+        expected = clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output.view(2, NUM_FRAMES, 64)
+        torch.testing.assert_close(model(pixel_values=video).frame_embeds, expected, rtol=0, atol=1e-6)
+
+
+def test_from_clip_with_class_names_is_ready_to_classify_with_the_text_head(tmp_path, clip_tokenizer_dir, capfd):
+    clip, tokenizer = save_full_clip(tmp_path, clip_tokenizer_dir)
+    names = ["abseiling", "playing cello", "zumba"]
+    capfd.readouterr()
+    model = ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES, head="text", class_names=names)
+    assert "LOAD REPORT" not in capfd.readouterr().err  # neither for the vision nor for the text tower
+    with torch.no_grad():
+        expected = clip.get_text_features(**tokenizer(names, padding=True, return_tensors="pt")).pooler_output
+    torch.testing.assert_close(model.head.class_embeddings, expected)
+    assert model.config.id2label == dict(enumerate(names)) and model.config.label2id["zumba"] == 2
+    with torch.no_grad():
+        logits = model.eval()(pixel_values=random_video()).logits
+    assert logits.shape == (2, 3) and logits.std(dim=-1).min() > 0
+
+
+def test_from_clip_validates_the_config_before_reading_weights(tmp_path):
+    clip_config = CLIPConfig(vision_config=TINY_CLIP_VISION, projection_dim=48)
+    clip_config.save_pretrained(tmp_path)  # no weights at all: the config alone must be refused
+    with pytest.raises(StrictDataclassClassValidationError, match="projection_dim must be a multiple of 64, got 48"):
+        ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES)
+
+
+def test_a_text_head_without_class_embeddings_refuses_to_score():
+    model = ILAForVideoClassification(tiny_config(head="text")).eval()
+    with pytest.raises(ValueError, match=r"text head has no class embeddings .*set_class_names\(class_names, clip_text\)"):
+        model(pixel_values=random_video())
+
+
 def test_alignment_masks_follow_the_spec_formula():
     model = ILAVideoModel(tiny_config()).eval()
     alignment = model.encoder.layers[0].alignment
