@@ -169,7 +169,8 @@ def _add_convert_command(subparsers) -> None:
         "--variant", choices=("k400", "ssv2"), help="checked against the checkpoint (default: read off the checkpoint)"
     )
     parser.add_argument(
-        "--num-frames", type=int, help="frames the checkpoint was trained with, checked (default: read off the checkpoint)"
+        "--num-frames", type=int,
+        help="frames the checkpoint was trained with, checked (default: read off the checkpoint)",
     )
     parser.add_argument("--class-names", help="id,name CSV of the labels (default: the variant's released list)")
     parser.add_argument(

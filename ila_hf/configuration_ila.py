@@ -242,9 +242,10 @@ class ILAVideoConfig(CLIPVisionConfig):
             )
         if self.parameter_count_bound > MAX_PARAMETERS:
             raise ValueError(
-                f"This config describes a model of about {self.parameter_count_bound:.3g} weights (num_hidden_layers "
-                f"{self.num_hidden_layers}, hidden_size {self.hidden_size}, intermediate_size {self.intermediate_size}, "
-                f"interaction_channels {self.interaction_channels}, {self.num_labels} labels); at most "
+                f"This config describes a model of about {self.parameter_count_bound:.3g} weights "
+                f"(num_hidden_layers {self.num_hidden_layers}, hidden_size {self.hidden_size}, intermediate_size "
+                f"{self.intermediate_size}, interaction_channels {self.interaction_channels}, {self.num_labels} "
+                "labels); at most "
                 f"{MAX_PARAMETERS:.0e} are allowed."
             )
 

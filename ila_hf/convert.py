@@ -164,7 +164,11 @@ def load_released_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[s
 
 
 # Leading bytes of weight formats that people pass by mistake.
-_OTHER_FORMATS = ((b"\x89HDF", "an HDF5 file (Keras weights?)"), (b"GGUF", "a GGUF file"), (b"\x93NUMPY", "a NumPy array"))
+_OTHER_FORMATS = (
+    (b"\x89HDF", "an HDF5 file (Keras weights?)"),
+    (b"GGUF", "a GGUF file"),
+    (b"\x93NUMPY", "a NumPy array"),
+)
 _EXPECTED_INPUT = (
     "convert reads the authors' released training snapshots (.pth files written by torch.save, holding a 'model' state "
     "dict)."
@@ -178,8 +182,9 @@ def _not_a_checkpoint_message(path: Path) -> str:
     # safetensors: an 8-byte little-endian header length, then the JSON header.
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         return (
-            f"{path} is a safetensors file, not a torch checkpoint; {_EXPECTED_INPUT} A Transformers folder (config.json "
-            "with model.safetensors) needs no conversion: load it with from_pretrained or `ila-hf predict --model`."
+            f"{path} is a safetensors file, not a torch checkpoint; {_EXPECTED_INPUT} A Transformers folder "
+            "(config.json with model.safetensors) needs no conversion: load it with from_pretrained or "
+            "`ila-hf predict --model`."
         )
     for magic, description in _OTHER_FORMATS:
         if head.startswith(magic):
@@ -204,8 +209,8 @@ def _check_zip_entries(path: Path) -> None:
         ) from None
     if compressed:
         raise CheckpointConversionError(
-            f"{path} is a zip archive with compressed entries ({_preview(compressed, 3)}); torch.save never compresses, "
-            "so this is not a checkpoint as saved. Refused before reading it."
+            f"{path} is a zip archive with compressed entries ({_preview(compressed, 3)}); torch.save never "
+            "compresses, so this is not a checkpoint as saved. Refused before reading it."
         )
 
 
@@ -720,7 +725,7 @@ def _check_shapes(state_dict, architecture: ReleasedArchitecture, config: ILAVid
     }
     mismatches = []
     for source, targets in sources.items():
-        wrong = [target for target in targets if target in expected and converted[target].shape != expected[target].shape]
+        wrong = [key for key in targets if key in expected and converted[key].shape != expected[key].shape]
         if wrong:
             model_key = wrong[0].removeprefix("text:")
             mismatches.append(

@@ -860,7 +860,8 @@ class ILAForVideoClassification(ILAPreTrainedModel):
             )
         model = model.to(clip.dtype)
         if class_names is not None and config.head == "text":
-            model.set_class_names(list(class_names), clip_text if clip_text is not None else clip_name_or_path, tokenizer)
+            text_tower = clip_text if clip_text is not None else clip_name_or_path
+            model.set_class_names(list(class_names), text_tower, tokenizer)
         return model
 
     def set_jitter_delta(self, delta: float) -> None:

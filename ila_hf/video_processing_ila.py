@@ -60,17 +60,19 @@ def _check_settings(settings: dict) -> None:
         value = settings[name]
         if value is not None and not 1 <= value <= limit:
             raise ValueError(f"ILAVideoProcessor: {name} must be in [1, {limit}], got {value}.")
-    sides = {}
+    largest_side = 0
     for name in ("size", "crop_size"):
         for side in _sides(settings[name]):
             if not 1 <= side <= MAX_SIDE:
-                raise ValueError(f"ILAVideoProcessor: every side in {name} must be in [1, {MAX_SIDE}] pixels, got {side}.")
-            sides[name] = max(side, sides.get(name, 0))
+                raise ValueError(
+                    f"ILAVideoProcessor: every side in {name} must be in [1, {MAX_SIDE}] pixels, got {side}."
+                )
+            largest_side = max(largest_side, side)
     frames = (settings["num_frames"] or 1) * (settings["num_clips"] or 1)
-    if sides and frames * max(sides.values()) ** 2 > MAX_PIXELS_PER_VIDEO:
+    if frames * largest_side**2 > MAX_PIXELS_PER_VIDEO:
         raise ValueError(
-            f"ILAVideoProcessor: {frames} frames per video (num_clips x num_frames) at up to {max(sides.values())} "
-            f"pixels a side exceed {MAX_PIXELS_PER_VIDEO} pixels per video; use fewer frames or smaller sizes."
+            f"ILAVideoProcessor: {frames} frames per video (num_clips x num_frames) at up to {largest_side} pixels a "
+            f"side exceed {MAX_PIXELS_PER_VIDEO} pixels per video; use fewer frames or smaller sizes."
         )
     for name in ("image_mean", "image_std"):
         values = settings[name]
@@ -78,7 +80,9 @@ def _check_settings(settings: dict) -> None:
         if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
             raise ValueError(f"ILAVideoProcessor: {name} must hold finite numbers, got {settings[name]}.")
         if name == "image_std" and not all(value > 0 for value in values):
-            raise ValueError(f"ILAVideoProcessor: image_std divides the pixels, so it must be > 0, got {settings[name]}.")
+            raise ValueError(
+                f"ILAVideoProcessor: image_std divides the pixels, so it must be > 0, got {settings[name]}."
+            )
     factor = settings["rescale_factor"]
     if factor is not None and not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"ILAVideoProcessor: rescale_factor must be a positive number, got {factor}.")

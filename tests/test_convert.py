@@ -296,14 +296,16 @@ def test_not_an_ila_checkpoint_is_an_error(tmp_path):
 def test_requested_variant_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"Variant 'k400' was requested \(variant / --variant\), but the checkpoint is a 'ssv2' checkpoint"):
+    message = r"Variant 'k400' was requested \(variant / --variant\), but the checkpoint is a 'ssv2' checkpoint"
+    with pytest.raises(ValueError, match=message):
         convert_checkpoint(path, tmp_path / "out", "k400", 4)
 
 
 def test_requested_frame_count_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"8 frames were requested \(num_frames / --num-frames\), but the checkpoint was trained with 4 frames"):
+    message = r"8 frames were requested \(num_frames / --num-frames\), but the checkpoint was trained with 4 frames"
+    with pytest.raises(ValueError, match=message):
         convert_checkpoint(path, tmp_path / "out", "ssv2", 8)
 
 
@@ -330,7 +332,7 @@ def test_custom_class_names_from_a_csv(tmp_path, clip_tokenizer_dir):
 
 
 def _save_with_claimed_tensor(path, key, claimed_bytes):
-    """A released ssv2 state dict whose `key` is a stride-0 view of one float claiming `claimed_bytes` (a small file)."""
+    """A released ssv2 state dict with `key` a stride-0 view of one float claiming `claimed_bytes` (a small file)."""
     state_dict = released_state_dict("ssv2", **SIZES["ssv2"])
     state_dict[key] = torch.zeros(1).expand(claimed_bytes // 4)
     torch.save({"model": state_dict}, path)

@@ -102,7 +102,9 @@ def save_full_clip(folder, clip_tokenizer_dir, projection_dim=64):
     return clip, tokenizer
 
 
-def test_from_clip_takes_projection_dim_from_the_top_of_a_clip_model_and_reports_nothing(tmp_path, clip_tokenizer_dir, capfd):
+def test_from_clip_takes_projection_dim_from_the_top_of_a_clip_model_and_reports_nothing(
+    tmp_path, clip_tokenizer_dir, capfd
+):
     clip, _ = save_full_clip(tmp_path, clip_tokenizer_dir)
     capfd.readouterr()
     model = ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES, id2label=LABELS).eval()
@@ -137,7 +139,8 @@ def test_from_clip_validates_the_config_before_reading_weights(tmp_path):
 
 def test_a_text_head_without_class_embeddings_refuses_to_score():
     model = ILAForVideoClassification(tiny_config(head="text")).eval()
-    with pytest.raises(ValueError, match=r"text head has no class embeddings .*set_class_names\(class_names, clip_text\)"):
+    message = r"text head has no class embeddings .*set_class_names\(class_names, clip_text\)"
+    with pytest.raises(ValueError, match=message):
         model(pixel_values=random_video())
 
 
