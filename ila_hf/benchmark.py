@@ -192,6 +192,8 @@ def build_model(name: str, size: ViTSize, frames: int, image_size: int) -> nn.Mo
     }
     if name.startswith("ila"):
         model = ILAForVideoClassification(ila_config(name, size, frames, image_size)).eval()
+        if model.config.head == "text":  # stand-ins for the class-name embeddings, which cost nothing per video
+            torch.nn.init.normal_(model.head.class_embeddings)
         return model.fuse_for_inference() if name == "ila-fused" else model
     if name == "clip":
         config = CLIPVisionConfig(**transformer, projection_dim=size.projection_dim, hidden_act="quick_gelu")

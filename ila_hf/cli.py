@@ -227,12 +227,23 @@ def _add_convert_command(subparsers) -> None:
         "convert",
         description="Convert a released ILA training-state .pth file into a Transformers folder, loading it safely.",
     )
-    parser.add_argument("checkpoint", help="the released .pth file")
+    parser.add_argument(
+        "checkpoint", help="the authors' released .pth file (a torch.save training snapshot, not a safetensors file)"
+    )
     parser.add_argument("output_dir", help="folder to write the converted model, processor and model card to")
-    parser.add_argument("--variant", choices=("k400", "ssv2"), help="checked against the checkpoint")
-    parser.add_argument("--num-frames", type=_positive_int, help="frames the checkpoint was trained with (checked)")
+    parser.add_argument(
+        "--variant", choices=("k400", "ssv2"), help="checked against the checkpoint (default: read off the checkpoint)"
+    )
+    parser.add_argument(
+        "--num-frames", type=_positive_int,
+        help="frames the checkpoint was trained with, checked (default: read off the checkpoint)",
+    )
     parser.add_argument("--class-names", help="id,name CSV of the labels (default: the variant's released list)")
-    parser.add_argument("--clip-text", help="CLIP tokenizer folder or Hub id for the K400 class names")
+    parser.add_argument(
+        "--clip-text", metavar="FOLDER_OR_HUB_ID",
+        help="CLIP tokenizer that embeds the K400 class names: a local folder (needed offline) or a Hub id "
+        "(default: openai/clip-vit-base-patch16, shared by every OpenAI CLIP; downloaded on first use)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo private")
 

@@ -24,6 +24,30 @@ CLIP_VISION_SETTINGS = (
     "initializer_range",
     "initializer_factor",
 )
+# Inclusive upper bounds on what a config may ask for, checked when it is built or loaded, before any weight is
+# allocated: far above every released CLIP / ILA model (ViT-bigG/14: width 1664, 48 layers; ViT-L/14@336: a 24x24
+# patch grid; 32 frames), yet a hostile config.json cannot make `from_pretrained` build for minutes or allocate
+# without bound. The README's reliability section states them.
+SIZE_LIMITS = {
+    "hidden_size": 8192,
+    "intermediate_size": 32768,
+    "num_hidden_layers": 128,
+    "num_attention_heads": 256,
+    "num_channels": 16,
+    "image_size": 4096,
+    "patch_size": 256,
+    "projection_dim": 8192,
+    "num_frames": 1024,
+    "interaction_channels": 8192,
+    "mit_layers": 64,
+    "prompt_layers": 64,
+}
+CLIP_SIZES = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "image_size",
+    "patch_size", "projection_dim",
+)
+MAX_GRID_SIZE = 64  # patches per side: 4096 patch tokens per frame (ViT-L/14@336 has 24 x 24)
+MAX_PARAMETERS = 4 * 10**9  # weights of the whole model (16 GB in float32); ILA on ViT-bigG/14 has 2.4e9 to 2.7e9
 
 
 @strict
@@ -77,6 +101,13 @@ class ILAVideoConfig(CLIPVisionConfig):
             Initial per-channel scale of the generated prompts.
         logit_scale_init_value (`float`, *optional*, defaults to ln(1/0.07)):
             Initial log temperature of the text head.
+
+    Bounds, checked whenever a config is built or loaded (a `StrictDataclassClassValidationError` naming the
+    setting, the value given and what is allowed): sizes are >= 1 and at most `hidden_size` 8192,
+    `intermediate_size` 32768, `num_hidden_layers` 128, `num_attention_heads` 256, `num_channels` 16, `image_size`
+    4096, `patch_size` 256, `projection_dim` 8192, `num_frames` 1024, `interaction_channels` 8192, `mit_layers` and
+    `prompt_layers` 64 (`SIZE_LIMITS`); the patch grid has 4 to 64 patches per side; the whole model at most 4e9
+    weights (`MAX_PARAMETERS`, see `parameter_count_bound`). ILA on ViT-bigG/14 with 32 frames fits.
     """
 
     model_type = "ila"
@@ -101,6 +132,28 @@ class ILAVideoConfig(CLIPVisionConfig):
     logit_scale_init_value: float = math.log(1 / 0.07)
 
     @property
+    def parameter_count_bound(self) -> int:
+        """
+        An upper bound on the number of weights of the model this config describes, read off the sizes alone (within
+        about 10% for real configs), so that an oversized config is refused before anything is built.
+        """
+        width, embed_dim, channels = self.hidden_size, self.projection_dim, self.interaction_channels
+        grid_tokens = self.grid_size**2 + 1
+        pair_input = 2 * width * channels if self.interaction_variant == "depthwise" else 18 * width * channels
+        layer = (
+            4 * width**2 + 2 * width * self.intermediate_size  # CLIP attention and MLP
+            + 3 * width**2  # message_fc, Linear_align, Linear_inter
+            + 18 * width + pair_input + 9 * channels**2  # interaction block
+            + 7 * channels**2  # point predictor and temporal conv
+            + channels * width  # interaction_fc
+            + 16 * width  # biases and layer norms
+        )
+        embeddings = grid_tokens * width + self.num_channels * self.patch_size**2 * width + width * embed_dim
+        transformer_layers = (self.mit_layers + self.prompt_layers) * (12 * embed_dim**2 + 16 * embed_dim)
+        head = (self.num_labels + self.num_frames + 4) * embed_dim + width * embed_dim
+        return self.num_hidden_layers * layer + embeddings + transformer_layers + head
+
+    @property
     def grid_size(self) -> int:
         """Patches per side, S = image_size / patch_size."""
         return self.image_size // self.patch_size
@@ -118,13 +171,23 @@ class ILAVideoConfig(CLIPVisionConfig):
         return cls(**{**clip_settings, "projection_dim": projection_dim, **kwargs})
 
     def validate_architecture(self):
-        """Part of `@strict` validation: every check says what to change."""
-        super().validate_architecture()
+        """
+        Part of `@strict` validation, run when a config is built or loaded: every check says what was given and what
+        is allowed. Sizes are bounded by `SIZE_LIMITS`, the patch grid by `MAX_GRID_SIZE` per side and the whole
+        model by `MAX_PARAMETERS` weights (see `parameter_count_bound`).
+        """
         if not isinstance(self.image_size, int) or not isinstance(self.patch_size, int):
             raise ValueError(
                 f"ILA needs square images and patches given as ints, got image_size={self.image_size!r} and "
                 f"patch_size={self.patch_size!r}."
             )
+        for name in CLIP_SIZES:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} is a size, so it must be >= 1, got {getattr(self, name)}.")
+        for name, limit in SIZE_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name} may be at most {limit}, got {getattr(self, name)}.")
+        super().validate_architecture()  # hidden_size divisible by num_attention_heads
         if self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})."
@@ -135,6 +198,11 @@ class ILAVideoConfig(CLIPVisionConfig):
                 f"{self.grid_size}x{self.grid_size} (image_size {self.image_size} / patch_size {self.patch_size}); "
                 "use a larger image_size or a smaller patch_size."
             )
+        if self.grid_size > MAX_GRID_SIZE:
+            raise ValueError(
+                f"The patch grid may have at most {MAX_GRID_SIZE} patches per side, got {self.grid_size} (image_size "
+                f"{self.image_size} / patch_size {self.patch_size}); use a smaller image_size or a larger patch_size."
+            )
         if self.num_frames < 2:
             raise ValueError(f"ILA aligns adjacent frames, so num_frames must be >= 2, got {self.num_frames}.")
         if self.interaction_variant not in INTERACTION_VARIANTS:
@@ -143,19 +211,19 @@ class ILAVideoConfig(CLIPVisionConfig):
             )
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+        for name in ("mit_layers", "prompt_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} counts layers, so it must be >= 0, got {getattr(self, name)}.")
         if self.interaction_channels < 4 or self.interaction_channels % 4 != 0:
             raise ValueError(
                 f"interaction_channels must be a positive multiple of 4 (halves per frame, grouped point layers), "
                 f"got {self.interaction_channels}."
             )
-        for name in ("mit_layers", "prompt_layers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} counts layers, so it must be >= 0, got {getattr(self, name)}.")
         for name in ("point_scale", "alignment_window", "alignment_slope"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):  # also refuses NaN, which compares false
                 raise ValueError(f"{name} shapes the alignment masks and must be a positive number, got {value}.")
-        for name in ("jitter_delta", "alignment_loss_weight"):
+        for name in ("jitter_delta", "alignment_loss_weight", "initializer_range", "initializer_factor"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
@@ -163,10 +231,22 @@ class ILAVideoConfig(CLIPVisionConfig):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ValueError(f"{name} is a probability in [0, 1), got {value}.")
+        if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
+            raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps}.")
+        if not 0 <= self.attention_dropout < 1:
+            raise ValueError(f"attention_dropout is a probability in [0, 1), got {self.attention_dropout}.")
         if self.projection_dim % 64 != 0:
             raise ValueError(
                 f"The MIT and prompt generator use projection_dim / 64 attention heads, so projection_dim must be a "
                 f"multiple of 64, got {self.projection_dim}."
+            )
+        if self.parameter_count_bound > MAX_PARAMETERS:
+            raise ValueError(
+                f"This config describes a model of about {self.parameter_count_bound:.3g} weights "
+                f"(num_hidden_layers {self.num_hidden_layers}, hidden_size {self.hidden_size}, intermediate_size "
+                f"{self.intermediate_size}, interaction_channels {self.interaction_channels}, {self.num_labels} "
+                "labels); at most "
+                f"{MAX_PARAMETERS:.0e} are allowed."
             )
 
 

@@ -3,7 +3,9 @@
 A released file is a torch pickle of ``{'model', 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config'}``
 whose ``config`` is a ``yacs.config.CfgNode``. It is read with ``torch.load(weights_only=True)``: the only global
 allowed beyond tensors and plain containers is ``yacs.config.CfgNode``, mapped to an inert stand-in, so a file that
-wants anything else is refused before any of its code can run.
+wants anything else is refused before any of its code can run. Nothing is materialised before every tensor's shape has
+been checked against the model its architecture implies (on the meta device), so a small file whose tensors claim
+gigabytes (stride-0 views of a tiny storage, compressed zip entries) is refused at no cost.
 
 The architecture is read off the state dict (see `infer_architecture`), every source tensor is either mapped onto
 `ILAForVideoClassification` or dropped on purpose (`ConversionReport` lists which), and the K400 checkpoints' text
@@ -27,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from .configuration_ila import ILAVideoConfig
 from .data import read_label_names
@@ -43,6 +46,10 @@ RELEASED_LABEL_FILES = {"k400": "kinetics_400_labels.csv", "ssv2": "something-so
 DEFAULT_CLIP_TEXT = "openai/clip-vit-base-patch16"  # every OpenAI CLIP shares this BPE tokenizer
 CLASS_NAME_TEMPLATE = "{}"  # the released K400 recipe embeds the bare class names
 CLIP_HEAD_DIM = 64  # OpenAI CLIP, the MIT and the prompt generator: width / 64 heads
+
+# The tensors a checkpoint may hold in all, in elements: the largest release (ViT-L/14@336, K400, with its CLIP text
+# tower) holds about 0.6e9.
+MAX_CHECKPOINT_ELEMENTS = 2 * 10**9
 
 _TEXT_TOWER_ANCHORS = ("token_embedding.weight", "positional_embedding", "transformer.resblocks.0.mlp.c_fc.weight")
 _LINEAR = ("weight", "bias")
@@ -110,14 +117,15 @@ def load_released_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[s
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     with open(path, "rb") as file:
         is_pickle = file.read(1) == b"\x80"  # PROTO opcode: legacy torch.save files and raw pickles start with it
-    if not zipfile.is_zipfile(path) and not is_pickle:
-        raise CheckpointConversionError(
-            f"{path} is not a torch checkpoint (neither torch's zip format nor a pickle); the file looks truncated or "
-            "corrupted. Download it again and compare its checksum."
-        )
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip and not is_pickle:
+        raise CheckpointConversionError(_not_a_checkpoint_message(path))
+    if is_zip:
+        _check_zip_entries(path)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            # mmap: storages stay in the file until a tensor is used (zip format only; stored entries, checked above).
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as error:
         detail = _refusal_detail(str(error))
         raise CheckpointConversionError(
@@ -146,7 +154,64 @@ def load_released_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[s
         raise CheckpointConversionError(f"The 'model' entry of {path} holds non-tensor values; it is not a state dict.")
     if state_dict and all(key.startswith("module.") for key in state_dict):
         state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    claimed = sum(value.numel() for value in state_dict.values())  # shapes only: views of one storage cost nothing yet
+    if claimed > MAX_CHECKPOINT_ELEMENTS:
+        raise CheckpointConversionError(
+            f"{path} claims {claimed:.3g} tensor elements in its {len(state_dict)} tensors; a released ILA checkpoint "
+            f"holds under {MAX_CHECKPOINT_ELEMENTS:.0e}. Refused before loading any of them."
+        )
     return dict(state_dict), training_entries
+
+
+# Leading bytes of weight formats that people pass by mistake.
+_OTHER_FORMATS = (
+    (b"\x89HDF", "an HDF5 file (Keras weights?)"),
+    (b"GGUF", "a GGUF file"),
+    (b"\x93NUMPY", "a NumPy array"),
+)
+_EXPECTED_INPUT = (
+    "convert reads the authors' released training snapshots (.pth files written by torch.save, holding a 'model' state "
+    "dict)."
+)
+
+
+def _not_a_checkpoint_message(path: Path) -> str:
+    """What the file seems to be instead of a torch checkpoint, and what `convert` expects."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return (
+            f"{path} is a safetensors file, not a torch checkpoint; {_EXPECTED_INPUT} A Transformers folder "
+            "(config.json with model.safetensors) needs no conversion: load it with from_pretrained or "
+            "`ila-hf predict --model`."
+        )
+    for magic, description in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return f"{path} looks like {description}, not a torch checkpoint; {_EXPECTED_INPUT}"
+    if not head:
+        return f"{path} is empty, not a torch checkpoint; download it again."
+    return (
+        f"{path} is not a torch checkpoint (neither torch's zip format nor a pickle); the file looks truncated or "
+        f"corrupted. Download it again and compare its checksum; {_EXPECTED_INPUT}"
+    )
+
+
+def _check_zip_entries(path: Path) -> None:
+    """torch.save stores its zip entries uncompressed; a compressed one could inflate to any size when read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            compressed = [info.filename for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointConversionError(
+            f"Could not read {path} as a torch checkpoint; the zip archive is damaged ({error}). Download it again "
+            "and compare its checksum."
+        ) from None
+    if compressed:
+        raise CheckpointConversionError(
+            f"{path} is a zip archive with compressed entries ({_preview(compressed, 3)}); torch.save never "
+            "compresses, so this is not a checkpoint as saved. Refused before reading it."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -200,13 +265,18 @@ def _count_blocks(state_dict, prefix: str) -> int:
     return len(indices)
 
 
-def _shape(state_dict, key: str) -> tuple[int, ...]:
+def _shape(state_dict, key: str, ndim: int) -> tuple[int, ...]:
     if key not in state_dict:
         raise CheckpointConversionError(
             f"The state dict has no '{key}', which every released ILA checkpoint has; this is not a released ILA "
             "checkpoint (or it was saved by different code)."
         )
-    return tuple(state_dict[key].shape)
+    shape = tuple(state_dict[key].shape)
+    if len(shape) != ndim or 0 in shape:
+        raise CheckpointConversionError(
+            f"'{key}' has shape {shape}; a released ILA checkpoint has a non-empty {ndim}-dimensional tensor there."
+        )
+    return shape
 
 
 def _heads(width: int, what: str) -> int:
@@ -226,48 +296,48 @@ def infer_architecture(state_dict: dict[str, torch.Tensor]) -> ReleasedArchitect
     """
     block = "visual.transformer.resblocks.0.message_attn.interactive_block"
     if f"{block}.0.depthwise_conv.0.weight" in state_dict:
-        variant, interaction_channels = "k400", _shape(state_dict, f"{block}.0.pointwise_conv.0.weight")[0]
+        variant, interaction_channels = "k400", _shape(state_dict, f"{block}.0.pointwise_conv.0.weight", 4)[0]
     elif f"{block}.0.weight" in state_dict:
-        variant, interaction_channels = "ssv2", _shape(state_dict, f"{block}.0.weight")[0]
+        variant, interaction_channels = "ssv2", _shape(state_dict, f"{block}.0.weight", 4)[0]
     else:
         raise CheckpointConversionError(
             "The state dict has no ILA interaction block ('visual.transformer.resblocks.0.message_attn."
             "interactive_block.*'); it is not a released ILA checkpoint (a plain CLIP or X-CLIP one?)."
         )
 
-    hidden_size, num_channels, patch_size, patch_width = _shape(state_dict, "visual.conv1.weight")
+    hidden_size, num_channels, patch_size, patch_width = _shape(state_dict, "visual.conv1.weight", 4)
     if patch_size != patch_width:
         raise CheckpointConversionError(f"Non-square patches {patch_size}x{patch_width} are not supported.")
-    num_positions = _shape(state_dict, "visual.positional_embedding")[0]
+    num_positions = _shape(state_dict, "visual.positional_embedding", 2)[0]
     grid_size = math.isqrt(num_positions - 1)
-    if grid_size * grid_size != num_positions - 1:
+    if grid_size * grid_size != num_positions - 1 or grid_size == 0:
         raise CheckpointConversionError(
             f"visual.positional_embedding has {num_positions} rows, not a square patch grid plus a class token."
         )
     architecture = ReleasedArchitecture(
         variant=variant,
         hidden_size=hidden_size,
-        intermediate_size=_shape(state_dict, "visual.transformer.resblocks.0.mlp.c_fc.weight")[0],
+        intermediate_size=_shape(state_dict, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2)[0],
         num_hidden_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
         num_attention_heads=_heads(hidden_size, "vision"),
         num_channels=num_channels,
         patch_size=patch_size,
         image_size=grid_size * patch_size,
-        num_frames=_shape(state_dict, "mit.positional_embedding")[1],
-        projection_dim=_shape(state_dict, "visual.proj")[1],
+        num_frames=_shape(state_dict, "mit.positional_embedding", 3)[1],
+        projection_dim=_shape(state_dict, "visual.proj", 2)[1],
         interaction_channels=interaction_channels,
         mit_layers=_count_blocks(state_dict, "mit.resblocks."),
     )
     if variant == "ssv2":
-        architecture.num_labels = _shape(state_dict, "mit.classify_head.2.weight")[0]
+        architecture.num_labels = _shape(state_dict, "mit.classify_head.2.weight", 2)[0]
     else:
         architecture.prompt_layers = _count_blocks(state_dict, "prompts_generator.decoder.")
     # K400 checkpoints need their CLIP text tower; SSv2 ones may carry it unused (the authors' model class builds it).
     if variant == "k400" or all(key in state_dict for key in _TEXT_TOWER_ANCHORS):
-        architecture.text_vocab_size, architecture.text_hidden_size = _shape(state_dict, "token_embedding.weight")
-        architecture.text_context_length = _shape(state_dict, "positional_embedding")[0]
+        architecture.text_vocab_size, architecture.text_hidden_size = _shape(state_dict, "token_embedding.weight", 2)
+        architecture.text_context_length = _shape(state_dict, "positional_embedding", 2)[0]
         architecture.text_layers = _count_blocks(state_dict, "transformer.resblocks.")
-        architecture.text_intermediate_size = _shape(state_dict, "transformer.resblocks.0.mlp.c_fc.weight")[0]
+        architecture.text_intermediate_size = _shape(state_dict, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
         _heads(architecture.text_hidden_size, "text")
     return architecture
 
@@ -279,12 +349,13 @@ def check_requested_architecture(architecture: ReleasedArchitecture, variant: st
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
         if variant != architecture.variant:
             raise ValueError(
-                f"variant={variant!r} was requested, but the checkpoint is a {architecture.variant!r} checkpoint "
+                f"Variant {variant!r} was requested (variant / --variant), but the checkpoint is a "
+                f"{architecture.variant!r} checkpoint "
                 f"(interaction block '{architecture.interaction_variant}', {architecture.head} head)."
             )
     if num_frames is not None and num_frames != architecture.num_frames:
         raise ValueError(
-            f"num_frames={num_frames} was requested, but the checkpoint was trained with "
+            f"{num_frames} frames were requested (num_frames / --num-frames), but the checkpoint was trained with "
             f"{architecture.num_frames} frames (mit.positional_embedding has {architecture.num_frames} rows); "
             "ILA's frame count is fixed by its weights."
         )
@@ -491,16 +562,23 @@ def _resolve_class_names(class_names, architecture: ReleasedArchitecture) -> lis
     if architecture.num_labels is not None and len(names) != architecture.num_labels:
         raise ValueError(
             f"The checkpoint's classifier has {architecture.num_labels} classes but {len(names)} class names were "
-            "given; pass class_names with one name per classifier row, in label-id order."
+            "given; give one name per classifier row, in label-id order (class_names / --class-names)."
         )
     return names
 
 
-def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture: ReleasedArchitecture, tokenizer):
-    """A transformers `CLIPTextModelWithProjection` holding a K400 checkpoint's own (frozen) text tower."""
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+def _clip_text_config(architecture: ReleasedArchitecture, tokenizer=None):
+    """The `CLIPTextConfig` of a checkpoint's text tower; the tokenizer's special tokens set pooling (not shapes)."""
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
+    special_tokens = {}
+    if tokenizer is not None:
+        special_tokens = dict(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,  # pooling reads the first end-of-text token
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return CLIPTextConfig(
         vocab_size=architecture.text_vocab_size,
         hidden_size=architecture.text_hidden_size,
         intermediate_size=architecture.text_intermediate_size,
@@ -510,11 +588,15 @@ def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture
         projection_dim=architecture.projection_dim,
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,  # pooling reads the first end-of-text token
-        pad_token_id=tokenizer.pad_token_id,
+        **special_tokens,
     )
-    text_model = CLIPTextModelWithProjection(config)
+
+
+def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture: ReleasedArchitecture, tokenizer):
+    """A transformers `CLIPTextModelWithProjection` holding a K400 checkpoint's own (frozen) text tower."""
+    from transformers import CLIPTextModelWithProjection
+
+    text_model = CLIPTextModelWithProjection(_clip_text_config(architecture, tokenizer))
     text_model.load_state_dict(text_state_dict, strict=True)
     return text_model.float().eval()
 
@@ -522,7 +604,18 @@ def build_clip_text_model(text_state_dict: dict[str, torch.Tensor], architecture
 def _load_tokenizer(clip_text, architecture: ReleasedArchitecture):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(clip_text) if isinstance(clip_text, (str, os.PathLike)) else clip_text
+    if isinstance(clip_text, (str, os.PathLike)):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(clip_text)
+        except (OSError, ValueError) as error:  # offline, no such folder or repo, not a tokenizer
+            raise CheckpointConversionError(
+                f"Could not load the CLIP tokenizer {str(clip_text)!r} that embeds the K400 class names "
+                f"({str(error).splitlines()[0]}). Pass a local tokenizer folder (clip_text / --clip-text): any OpenAI "
+                f"CLIP folder, or one saved on a connected machine with "
+                f"CLIPTokenizer.from_pretrained({DEFAULT_CLIP_TEXT!r}).save_pretrained(FOLDER)."
+            ) from None
+    else:
+        tokenizer = clip_text
     if len(tokenizer) != architecture.text_vocab_size:
         raise ValueError(
             f"The tokenizer from {clip_text!r} has {len(tokenizer)} tokens but the checkpoint's text tower embeds "
@@ -573,6 +666,7 @@ class ConvertedTensors:
     model_state_dict: dict[str, torch.Tensor]  # ILAForVideoClassification names; all but head.class_embeddings
     text_state_dict: dict[str, torch.Tensor]  # CLIPTextModelWithProjection names (K400); empty for SSv2
     model_sources: dict[str, list[str]]  # source key -> model keys
+    text_sources: dict[str, list[str]]  # source key -> text model keys (K400)
     dropped: dict[str, str]  # source key -> why the converted model does not hold it
 
 
@@ -600,28 +694,60 @@ def convert_state_dict(
         model_state_dict=model_mapper.target,
         text_state_dict=text_mapper.target if architecture.variant == "k400" else {},
         model_sources=model_mapper.mapped,
+        text_sources=text_mapper.mapped if architecture.variant == "k400" else {},
         dropped={key: reason for key in text_mapper.mapped},
     )
 
 
-def _load_into_model(model: ILAForVideoClassification, model_state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    computed = {"head.class_embeddings"}
-    shape_errors = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in model_state.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    missing = sorted(set(expected) - set(model_state) - computed)
-    unknown = sorted(set(model_state) - set(expected))
-    if shape_errors or missing or unknown:
+def _check_shapes(state_dict, architecture: ReleasedArchitecture, config: ILAVideoConfig, path: Path) -> None:
+    """
+    Check every tensor against the model its architecture implies, on the meta device: the mapping runs on shapes
+    alone and the models own no memory, so a file whose tensors claim any size (stride-0 views of a small storage)
+    costs nothing until it is refused.
+
+    Raises:
+        CheckpointConversionError: a tensor whose shape the inferred architecture does not have (naming the source
+            key), a missing or unexpected key, or a converted tensor the model lacks (a converter bug).
+    """
+    from transformers import CLIPTextModelWithProjection
+
+    meta_state = {key: torch.empty(value.shape, dtype=value.dtype, device="meta") for key, value in state_dict.items()}
+    tensors = convert_state_dict(meta_state, architecture)
+    with torch.device("meta"):
+        expected = ILAForVideoClassification(config).state_dict()
+        if tensors.text_state_dict:
+            text_model = CLIPTextModelWithProjection(_clip_text_config(architecture))
+            expected.update({f"text:{key}": value for key, value in text_model.state_dict().items()})
+    converted = {**tensors.model_state_dict, **{f"text:{key}": value for key, value in tensors.text_state_dict.items()}}
+    sources = {
+        **tensors.model_sources,
+        **{source: [f"text:{key}" for key in keys] for source, keys in tensors.text_sources.items()},
+    }
+    mismatches = []
+    for source, targets in sources.items():
+        wrong = [key for key in targets if key in expected and converted[key].shape != expected[key].shape]
+        if wrong:
+            model_key = wrong[0].removeprefix("text:")
+            mismatches.append(
+                f"'{source}' {tuple(state_dict[source].shape)} (the model's {model_key} is "
+                f"{tuple(expected[wrong[0]].shape)})"
+            )
+    if mismatches:
         raise CheckpointConversionError(
-            "The converted tensors do not fit ILAForVideoClassification: "
-            f"shape mismatches {shape_errors[:8]}, model tensors left unfilled {missing[:8]}, "
-            f"converted tensors the model lacks {unknown[:8]}. This is a converter bug or a model change; "
-            "please report it."
+            f"{path}: {len(mismatches)} tensor(s) do not have the shape that its architecture (width "
+            f"{architecture.hidden_size}, {architecture.num_hidden_layers} layers, {architecture.num_frames} frames, "
+            f"read off its other tensors) implies: {'; '.join(mismatches[:4])}. A released checkpoint is "
+            "consistent; this file is damaged or was not written by the authors' code. Refused before loading it."
         )
-    model.load_state_dict(model_state, strict=False)
+    computed = {"head.class_embeddings"}
+    missing = sorted(set(expected) - set(converted) - computed)
+    unknown = sorted(set(converted) - set(expected))
+    if missing or unknown:
+        raise CheckpointConversionError(
+            f"The converted tensors do not fit ILAForVideoClassification: model tensors left unfilled {missing[:8]}, "
+            f"converted tensors the model lacks {unknown[:8]}. This is a converter bug or a model change; please "
+            "report it."
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -695,13 +821,22 @@ def convert_checkpoint(
     architecture = infer_architecture(state_dict)
     check_requested_architecture(architecture, variant, num_frames)
     names = _resolve_class_names(class_names, architecture)
+    if architecture.variant == "k400":  # before any work: offline, the default Hub tokenizer may be unavailable
+        tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
+    try:
+        config = build_config(
+            architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
+        )
+    except StrictDataclassClassValidationError as error:
+        raise CheckpointConversionError(
+            f"{checkpoint_path}: the architecture read off its tensors is not a valid ILA model: "
+            f"{str(error).splitlines()[-1].strip().removeprefix('ValueError: ')}"
+        ) from None
+    _check_shapes(state_dict, architecture, config, checkpoint_path)
 
     tensors = convert_state_dict(state_dict, architecture, dtype=dtype)
-    config = build_config(
-        architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
-    )
     model = ILAForVideoClassification(config).eval()
-    _load_into_model(model, tensors.model_state_dict)
+    model.load_state_dict(tensors.model_state_dict, strict=False)  # all but the computed class embeddings
 
     report = ConversionReport(
         architecture=asdict(architecture),
@@ -716,7 +851,6 @@ def convert_checkpoint(
         },
     )
     if architecture.variant == "k400":
-        tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
         text_model = build_clip_text_model(tensors.text_state_dict, architecture, tokenizer)
         model.set_class_names(names, text_model, tokenizer=tokenizer, template=CLASS_NAME_TEMPLATE)
         report.computed["head.class_embeddings"] = (

@@ -7,7 +7,9 @@ E = projection dim, C = interaction channels (256), K = classes.
 This file imports only torch, transformers and `.configuration_ila`, so it travels as Hub remote code.
 """
 
+import copy
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -753,6 +755,13 @@ class ILATextHead(nn.Module):
 
     def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
         """video_embeds (B, E), patch_tokens (B, T, N, D) -> logits (B, K)."""
+        # A data-dependent check: skipped while compiling (a graph break) and for meta tensors (no values).
+        if not (torch.compiler.is_compiling() or self.class_embeddings.is_meta or self.class_embeddings.any()):
+            raise ValueError(
+                "The text head has no class embeddings (all zero), so every class would get the same score. Embed "
+                "the class names first: model.set_class_names(class_names, clip_text), or "
+                "ILAForVideoClassification.from_clip(..., class_names=...)."
+            )
         # Averaging over frames before the (linear) projection: the same context with T times fewer multiply-adds.
         context = self.visual_proj(self.visual_norm(patch_tokens).mean(dim=1))  # (B, N, E)
         class_embeds = self.class_embeddings.expand(video_embeds.shape[0], -1, -1)  # (B, K, E)
@@ -761,6 +770,29 @@ class ILATextHead(nn.Module):
             "be,bke->bk", F.normalize(video_embeds, dim=-1), F.normalize(class_embeds, dim=-1)
         )
         return self.logit_scale.exp() * similarity
+
+
+def load_clip_tower(tower: str, name_or_path, config=None, dtype=None, **hub_kwargs) -> PreTrainedModel:
+    """
+    CLIP's `"vision"` or `"text"` tower with its projection (`CLIP{Vision,Text}ModelWithProjection`), from a
+    `CLIPModel` checkpoint or a single-tower one. A `CLIPModel` keeps `projection_dim` at its top level (its
+    sub-configs may hold the default 512), so the tower's config takes it from there; the other tower's weights are
+    expected leftovers and stay out of transformers' load report.
+    """
+    from transformers import AutoConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    tower_class = {"vision": CLIPVisionModelWithProjection, "text": CLIPTextModelWithProjection}[tower]
+    config = config if config is not None else AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
+    tower_config = getattr(config, f"{tower}_config", None)
+    if tower_config is None:  # a single-tower checkpoint
+        tower_config = config
+    else:
+        tower_config = copy.deepcopy(tower_config)
+        tower_config.projection_dim = config.projection_dim
+    other, other_projection = ("text", "text_projection") if tower == "vision" else ("vision", "visual_projection")
+    leftovers = [rf"^{other}_model\.", rf"^{other_projection}\.", r"^logit_scale$"]
+    loader = type(tower_class.__name__, (tower_class,), {"_keys_to_ignore_on_load_unexpected": leftovers})
+    return loader.from_pretrained(name_or_path, config=tower_config, dtype=dtype, **hub_kwargs)
 
 
 class ILAForVideoClassification(ILAPreTrainedModel):
@@ -778,23 +810,42 @@ class ILAForVideoClassification(ILAPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_clip(cls, clip_name_or_path: str, **config_kwargs) -> "ILAForVideoClassification":
+    def from_clip(
+        cls, clip_name_or_path: str, class_names=None, clip_text=None, tokenizer=None, **config_kwargs
+    ) -> "ILAForVideoClassification":
         """
         Initialise ILA from any transformers CLIP checkpoint (a `CLIPModel` or `CLIPVisionModel[WithProjection]`,
         local folder or Hub id): CLIP's vision weights load by name, every ILA module gets its release
-        initialisation, so the fresh model's per-frame embeddings equal CLIP's image embeddings.
+        initialisation, so the fresh model's per-frame embeddings equal CLIP's image embeddings. The ILA config is
+        built and validated before any weight is read.
+
+        Args:
+            clip_name_or_path: the CLIP checkpoint. A `CLIPModel`'s top-level `projection_dim` is used even when its
+                `vision_config` does not repeat it.
+            class_names: K class names in label-id order; they set `id2label` / `label2id` and, with `head="text"`,
+                are embedded by CLIP's text tower (see `set_class_names`), so the model is ready in one call.
+            clip_text: where the text tower comes from for `head="text"`: a `CLIPModel` / `CLIPTextModelWithProjection`
+                folder or Hub id, or such a model object. Default: `clip_name_or_path` (a full `CLIPModel`).
+            tokenizer: CLIP tokenizer for the class names; default: loaded from `clip_text` (or `clip_name_or_path`).
+            config_kwargs: `ILAVideoConfig` settings (`num_frames`, `head`, `id2label`, ...), and `dtype`,
+                `revision`, `token`, `cache_dir` for loading.
 
         Example:
-            `ILAForVideoClassification.from_clip("openai/clip-vit-base-patch16", num_frames=8,
-            id2label={0: "a", 1: "b"}, head="linear")`
+            `ILAForVideoClassification.from_clip("openai/clip-vit-base-patch16", num_frames=8, head="text",
+            class_names=["archery", "bowling"])`
         """
-        from transformers import AutoConfig, CLIPVisionModelWithProjection
+        from transformers import AutoConfig
 
         hub_kwargs = {key: config_kwargs.pop(key) for key in ("revision", "token", "cache_dir") if key in config_kwargs}
         dtype = config_kwargs.pop("dtype", None)
-        clip = CLIPVisionModelWithProjection.from_pretrained(clip_name_or_path, dtype=dtype, **hub_kwargs)
+        if class_names is not None:
+            if {"id2label", "label2id", "num_labels"} & set(config_kwargs):
+                raise ValueError("Pass either class_names or id2label / num_labels to from_clip, not both.")
+            config_kwargs["id2label"] = dict(enumerate(class_names))
+            config_kwargs["label2id"] = {name: index for index, name in enumerate(class_names)}
         clip_config = AutoConfig.from_pretrained(clip_name_or_path, **hub_kwargs)
-        config = ILAVideoConfig.from_clip_vision_config(clip_config, **config_kwargs)
+        config = ILAVideoConfig.from_clip_vision_config(clip_config, **config_kwargs)  # validated: before the weights
+        clip = load_clip_tower("vision", clip_name_or_path, config=clip_config, dtype=dtype, **hub_kwargs)
         model = cls(config)
         clip_state = {name.removeprefix("vision_model."): tensor for name, tensor in clip.state_dict().items()}
         missing, unexpected = model.ila.load_state_dict(clip_state, strict=False)
@@ -804,7 +855,11 @@ class ILAForVideoClassification(ILAPreTrainedModel):
                 f"{clip_name_or_path} does not match ILA's CLIP backbone: missing {sorted(clip_names & set(missing))}, "
                 f"unexpected {sorted(unexpected)}."
             )
-        return model.to(clip.dtype)
+        model = model.to(clip.dtype)
+        if class_names is not None and config.head == "text":
+            text_tower = clip_text if clip_text is not None else clip_name_or_path
+            model.set_class_names(list(class_names), text_tower, tokenizer)
+        return model
 
     def set_jitter_delta(self, delta: float) -> None:
         self.ila.set_jitter_delta(delta)
@@ -826,17 +881,18 @@ class ILAForVideoClassification(ILAPreTrainedModel):
 
         Args:
             class_names: K names, in label-id order.
-            clip_text_model_or_path: a `CLIPTextModelWithProjection` / `CLIPModel`, or a folder / Hub id of one.
+            clip_text_model_or_path: a `CLIPTextModelWithProjection` / `CLIPModel`, or a folder / Hub id of one
+                (a `CLIPModel`'s top-level `projection_dim` is used).
             tokenizer: a CLIP tokenizer; loaded from `clip_text_model_or_path` when it is a path.
             template: format string applied to each name ("{}" in the released K400 recipe).
         """
-        from transformers import AutoTokenizer, CLIPModel, CLIPTextModelWithProjection
+        from transformers import AutoTokenizer, CLIPModel
 
         if self.config.head != "text":
             raise ValueError(f"set_class_names needs the text head, but this model has head={self.config.head!r}.")
-        if isinstance(clip_text_model_or_path, str):
+        if isinstance(clip_text_model_or_path, (str, os.PathLike)):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(clip_text_model_or_path)
-            text_model = CLIPTextModelWithProjection.from_pretrained(clip_text_model_or_path)
+            text_model = load_clip_tower("text", clip_text_model_or_path)
         else:
             text_model = clip_text_model_or_path
         if tokenizer is None:

@@ -4,10 +4,12 @@ Shipped as Hub remote code together with its flat sibling imports ``sampling.py`
 ``transforms.py``, which import nothing from ``ila_hf`` itself.
 """
 
+import math
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -35,6 +37,58 @@ from .video_io import is_video_source, load_video
 
 
 __all__ = ["ILAVideoProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+
+
+# Bounds on the processor's settings, checked when it is built or loaded and whenever a call overrides them, before
+# any frame is decoded; far above the released protocol (up to 32 frames, 4 clips x 3 crops, 336-pixel crops).
+MAX_FRAMES = 1024  # num_frames
+MAX_CLIPS = 64  # num_clips
+MAX_SIDE = 2048  # every side in `size` and `crop_size`
+MAX_PIXELS_PER_VIDEO = 2**27  # num_clips * num_frames * (largest side)^2: 4 x 32 frames at 384 need 2**24.2
+_SIZE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
+
+
+def _sides(size) -> list[int]:
+    """The pixel sides in a `size` / `crop_size` given as a dict or a `SizeDict`."""
+    entries = size if isinstance(size, dict) else vars(size) if size is not None else {}
+    return [entries[key] for key in _SIZE_KEYS if entries.get(key) is not None]
+
+
+def _check_settings(settings: dict) -> None:
+    """Raise ValueError naming the first setting out of bounds (see MAX_FRAMES and the others above)."""
+    for name, limit in (("num_frames", MAX_FRAMES), ("num_clips", MAX_CLIPS)):
+        value = settings[name]
+        if value is not None and not 1 <= value <= limit:
+            raise ValueError(f"ILAVideoProcessor: {name} must be in [1, {limit}], got {value}.")
+    largest_side = 0
+    for name in ("size", "crop_size"):
+        for side in _sides(settings[name]):
+            if not 1 <= side <= MAX_SIDE:
+                raise ValueError(
+                    f"ILAVideoProcessor: every side in {name} must be in [1, {MAX_SIDE}] pixels, got {side}."
+                )
+            largest_side = max(largest_side, side)
+    frames = (settings["num_frames"] or 1) * (settings["num_clips"] or 1)
+    if frames * largest_side**2 > MAX_PIXELS_PER_VIDEO:
+        raise ValueError(
+            f"ILAVideoProcessor: {frames} frames per video (num_clips x num_frames) at up to {largest_side} pixels a "
+            f"side exceed {MAX_PIXELS_PER_VIDEO} pixels per video; use fewer frames or smaller sizes."
+        )
+    for name in ("image_mean", "image_std"):
+        values = settings[name]
+        values = [values] if isinstance(values, (int, float)) else list(values or [])
+        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+            raise ValueError(f"ILAVideoProcessor: {name} must hold finite numbers, got {settings[name]}.")
+        if name == "image_std" and not all(value > 0 for value in values):
+            raise ValueError(
+                f"ILAVideoProcessor: image_std divides the pixels, so it must be > 0, got {settings[name]}."
+            )
+    factor = settings["rescale_factor"]
+    if factor is not None and not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"ILAVideoProcessor: rescale_factor must be a positive number, got {factor}.")
+
+
+_CHECKED_SETTINGS = ("num_frames", "num_clips", "size", "crop_size", "image_mean", "image_std", "rescale_factor")
 
 
 def _at_least_one(value) -> None:
@@ -104,6 +158,12 @@ class ILAVideoProcessor(BaseVideoProcessor):
     V = `num_clips * num_crops` > 1 views, ordered clip by clip and crop by crop within a clip.
 
     Passing only `crop_size` (e.g. 336) derives `size` as `{"shortest_edge": int(256 / 224 * crop)}`.
+
+    Bounds, checked when the processor is built or loaded and on every call that overrides a setting, before any
+    frame is decoded (a ValueError naming the setting, the value and the allowed range): `num_frames` in [1, 1024],
+    `num_clips` in [1, 64], every side of `size` and `crop_size` in [1, 2048] pixels, num_clips x num_frames x
+    (largest side)^2 at most 2^27 pixels per video, `image_mean` / `image_std` / `rescale_factor` finite, with
+    `image_std` and `rescale_factor` > 0.
     """
 
     resample = PILImageResampling.BILINEAR
@@ -132,6 +192,7 @@ class ILAVideoProcessor(BaseVideoProcessor):
             crop = get_size_dict(kwargs["crop_size"], param_name="crop_size")
             kwargs["size"] = {"shortest_edge": resize_scale(min(crop["height"], crop["width"]))}
         super().__init__(**kwargs)
+        _check_settings({name: getattr(self, name) for name in _CHECKED_SETTINGS})
 
     @classmethod
     def for_config(cls, config, num_frames: int | None = None) -> "ILAVideoProcessor":
@@ -176,6 +237,10 @@ class ILAVideoProcessor(BaseVideoProcessor):
         )
 
     def preprocess(self, videos: VideoInput, **kwargs: Unpack[ILAVideoProcessorKwargs]) -> BatchFeature:
+        validate_typed_dict(self.valid_kwargs, kwargs)  # types first (the base checks again), then the bounds
+        _check_settings(
+            {name: kwargs[name] if kwargs.get(name) is not None else getattr(self, name) for name in _CHECKED_SETTINGS}
+        )
         do_sample_frames = kwargs.get("do_sample_frames", self.do_sample_frames)
         num_clips = kwargs.get("num_clips", self.num_clips)
         if isinstance(num_clips, int) and num_clips > 1 and not do_sample_frames:

@@ -339,3 +339,11 @@ def test_an_invalid_config_is_reported_with_the_validators_message(model_dir, vi
     assert status == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("ila-hf predict: error: The point predictor's two 2x2 max-pools need a patch grid of at least")
+
+
+def test_convert_help_states_the_tokenizer_default_and_how_to_go_offline(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--clip-text FOLDER_OR_HUB_ID" in help_text
+    assert "a local folder (needed offline)" in help_text and "(default: openai/clip-vit-base-patch16," in help_text

@@ -8,13 +8,16 @@ tests/ila_reference.py, an independent functional implementation run on the raw 
 import json
 import os
 import pickle
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForVideoClassification, CLIPTokenizer
 
+import ila_hf.convert
 from ila_hf.convert import (
     CheckpointConversionError,
     convert_checkpoint,
@@ -293,14 +296,16 @@ def test_not_an_ila_checkpoint_is_an_error(tmp_path):
 def test_requested_variant_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"variant='k400' was requested, but the checkpoint is a 'ssv2' checkpoint"):
+    message = r"Variant 'k400' was requested \(variant / --variant\), but the checkpoint is a 'ssv2' checkpoint"
+    with pytest.raises(ValueError, match=message):
         convert_checkpoint(path, tmp_path / "out", "k400", 4)
 
 
 def test_requested_frame_count_must_match_the_checkpoint(tmp_path):
     path = tmp_path / "ssv2.pth"
     write_released_checkpoint(path, "ssv2", **SIZES["ssv2"])
-    with pytest.raises(ValueError, match=r"num_frames=8 was requested, but the checkpoint was trained with 4 frames"):
+    message = r"8 frames were requested \(num_frames / --num-frames\), but the checkpoint was trained with 4 frames"
+    with pytest.raises(ValueError, match=message):
         convert_checkpoint(path, tmp_path / "out", "ssv2", 8)
 
 
@@ -324,6 +329,95 @@ def test_custom_class_names_from_a_csv(tmp_path, clip_tokenizer_dir):
     _, result = _convert(tmp_path, "k400", clip_tokenizer_dir, class_names=labels)
     assert result.model.config.id2label == {0: "juggling", 1: "pouring, slowly"}
     assert result.model.head.class_embeddings.shape == (2, 64)
+
+
+def _save_with_claimed_tensor(path, key, claimed_bytes):
+    """A released ssv2 state dict with `key` a stride-0 view of one float claiming `claimed_bytes` (a small file)."""
+    state_dict = released_state_dict("ssv2", **SIZES["ssv2"])
+    state_dict[key] = torch.zeros(1).expand(claimed_bytes // 4)
+    torch.save({"model": state_dict}, path)
+    assert path.stat().st_size < 20 * 2**20
+
+
+PEAK_MEMORY_SCRIPT = """
+import resource, sys
+from ila_hf.convert import CheckpointConversionError, convert_checkpoint
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    convert_checkpoint(sys.argv[1], sys.argv[2])
+except CheckpointConversionError as error:
+    print("error:", error)
+print("peak growth MiB:", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_tensors_claiming_gigabytes_are_refused_before_they_cost_memory(tmp_path):
+    path = tmp_path / "claims-3GiB.pth"
+    _save_with_claimed_tensor(path, "visual.ln_post.weight", 3 * 2**30)  # under the total cap: the shape check
+    run = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(path), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert run.returncode == 0, run.stderr
+    error_line, growth_line = run.stdout.splitlines()[-2:]
+    assert f"error: {path}: 1 tensor(s) do not have the shape" in error_line
+    assert "'visual.ln_post.weight' (805306368,) (the model's ila.post_layernorm.weight is (128,))" in error_line
+    assert int(growth_line.split(":")[1]) < 200  # the claimed 3 GiB was never allocated (3.9 GB before the check)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_claiming_more_than_the_total_cap_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "claims-48GiB.pth"
+    _save_with_claimed_tensor(path, "visual.ln_post.weight", 48 * 2**30)
+    with pytest.raises(CheckpointConversionError, match=r"claims-48GiB.pth claims 1.29e\+10 tensor elements .* 2e\+09"):
+        convert_checkpoint(path, tmp_path / "out")
+
+
+def test_an_architecture_out_of_the_config_bounds_is_refused_before_loading(tmp_path):
+    path = tmp_path / "frames.pth"
+    state_dict = released_state_dict("ssv2", **SIZES["ssv2"])
+    state_dict["mit.positional_embedding"] = torch.zeros(1, 1, 1).expand(1, 2**20, 128)
+    torch.save({"model": state_dict}, path)
+    with pytest.raises(CheckpointConversionError, match=r"frames.pth: .* num_frames may be at most 1024, got 1048576"):
+        convert_checkpoint(path, tmp_path / "out")
+
+
+def test_compressed_zip_entries_are_refused_before_reading(tmp_path):
+    plain, deflated = tmp_path / "plain.pth", tmp_path / "deflated.pth"
+    write_released_checkpoint(plain, "ssv2", **SIZES["ssv2"])
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info.filename))
+    with pytest.raises(CheckpointConversionError, match="deflated.pth is a zip archive with compressed entries"):
+        convert_checkpoint(deflated, tmp_path / "out")
+
+
+def test_a_safetensors_file_is_named_with_what_convert_expects(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"weight": torch.zeros(2, 2)}, path)
+    message = r"model.safetensors is a safetensors file, not a torch checkpoint; convert reads .* released .*\.pth"
+    with pytest.raises(CheckpointConversionError, match=message) as error:
+        convert_checkpoint(path, tmp_path / "out")
+    assert "corrupted" not in str(error.value)
+
+
+def test_k400_without_a_reachable_tokenizer_fails_at_once_saying_how_to_pass_one(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # an offline machine: no request is made
+    monkeypatch.setattr(ila_hf.convert, "DEFAULT_CLIP_TEXT", "ila-hf-tests/uncached-clip-tokenizer")
+    path = tmp_path / "k400.pth"
+    write_released_checkpoint(path, "k400", **SIZES["k400"])
+    message = (
+        r"^Could not load the CLIP tokenizer 'ila-hf-tests/uncached-clip-tokenizer' that embeds the K400 class names "
+        r"\(.+\)\. Pass a local tokenizer folder \(clip_text / --clip-text\)"
+    )
+    with pytest.raises(CheckpointConversionError, match=message) as error:
+        convert_checkpoint(path, tmp_path / "out")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------- Hub

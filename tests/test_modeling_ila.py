@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -83,6 +84,65 @@ def test_from_clip_accepts_a_full_clip_model_checkpoint(tmp_path, tiny_clip_dir)
     with torch.no_grad():
         expected = clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output.view(2, NUM_FRAMES, -1)
         torch.testing.assert_close(model(pixel_values=video).frame_embeds, expected, rtol=0, atol=1e-6)
+
+
+def save_full_clip(folder, clip_tokenizer_dir, projection_dim=64):
+    """A tiny CLIPModel whose sub-configs do not repeat the top-level projection_dim (they keep the default 512), saved
+    with CLIP's tokenizer, as Hub CLIP repositories are."""
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
+    vision = {key: value for key, value in TINY_CLIP_VISION.items() if key != "projection_dim"}
+    text = dict(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(1)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
+    assert clip.config.vision_config.projection_dim == clip.config.text_config.projection_dim == 512
+    clip.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return clip, tokenizer
+
+
+def test_from_clip_takes_projection_dim_from_the_top_of_a_clip_model_and_reports_nothing(
+    tmp_path, clip_tokenizer_dir, capfd
+):
+    clip, _ = save_full_clip(tmp_path, clip_tokenizer_dir)
+    capfd.readouterr()
+    model = ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES, id2label=LABELS).eval()
+    assert "LOAD REPORT" not in capfd.readouterr().err  # the unused text_model.* weights are expected
+    video = random_video()
+    with torch.no_grad():
+        expected = clip.get_image_features(pixel_values=video.flatten(0, 1)).pooler_output.view(2, NUM_FRAMES, 64)
+        torch.testing.assert_close(model(pixel_values=video).frame_embeds, expected, rtol=0, atol=1e-6)
+
+
+def test_from_clip_with_class_names_is_ready_to_classify_with_the_text_head(tmp_path, clip_tokenizer_dir, capfd):
+    clip, tokenizer = save_full_clip(tmp_path, clip_tokenizer_dir)
+    names = ["abseiling", "playing cello", "zumba"]
+    capfd.readouterr()
+    model = ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES, head="text", class_names=names)
+    assert "LOAD REPORT" not in capfd.readouterr().err  # neither for the vision nor for the text tower
+    with torch.no_grad():
+        expected = clip.get_text_features(**tokenizer(names, padding=True, return_tensors="pt")).pooler_output
+    torch.testing.assert_close(model.head.class_embeddings, expected)
+    assert model.config.id2label == dict(enumerate(names)) and model.config.label2id["zumba"] == 2
+    with torch.no_grad():
+        logits = model.eval()(pixel_values=random_video()).logits
+    assert logits.shape == (2, 3) and logits.std(dim=-1).min() > 0
+
+
+def test_from_clip_validates_the_config_before_reading_weights(tmp_path):
+    clip_config = CLIPConfig(vision_config=TINY_CLIP_VISION, projection_dim=48)
+    clip_config.save_pretrained(tmp_path)  # no weights at all: the config alone must be refused
+    with pytest.raises(StrictDataclassClassValidationError, match="projection_dim must be a multiple of 64, got 48"):
+        ILAForVideoClassification.from_clip(str(tmp_path), num_frames=NUM_FRAMES)
+
+
+def test_a_text_head_without_class_embeddings_refuses_to_score():
+    model = ILAForVideoClassification(tiny_config(head="text")).eval()
+    message = r"text head has no class embeddings .*set_class_names\(class_names, clip_text\)"
+    with pytest.raises(ValueError, match=message):
+        model(pixel_values=random_video())
 
 
 def test_alignment_masks_follow_the_spec_formula():
@@ -486,6 +546,49 @@ def test_set_class_names_refuses_the_linear_head():
 def test_config_validation_says_what_to_change(overrides, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
         tiny_config(**overrides)
+
+
+HOSTILE_CONFIGS = [
+    ({"num_hidden_layers": 100000}, "num_hidden_layers may be at most 128, got 100000"),
+    ({"hidden_size": -64}, "hidden_size is a size, so it must be >= 1, got -64"),
+    ({"num_attention_heads": 0}, "num_attention_heads is a size, so it must be >= 1, got 0"),
+    ({"num_frames": 10**7}, "num_frames may be at most 1024, got 10000000"),
+    ({"image_size": 60000, "patch_size": 1}, "image_size may be at most 4096, got 60000"),
+    ({"image_size": 4096, "patch_size": 16}, "at most 64 patches per side, got 256"),
+    ({"layer_norm_eps": 0.0}, "layer_norm_eps must be a positive number, got 0.0"),
+    (
+        {"hidden_size": 8192, "intermediate_size": 32768, "num_hidden_layers": 128, "num_attention_heads": 64},
+        r"a model of about 1.3e\+11 weights .*; at most 4e\+09 are allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, message", HOSTILE_CONFIGS)
+def test_a_hostile_config_json_is_refused_on_loading_at_once(tmp_path, overrides, message):
+    config = tiny_config().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, **overrides}))
+    started = time.perf_counter()
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        AutoModelForVideoClassification.from_pretrained(tmp_path)
+    assert time.perf_counter() - started < 10  # 100000 layers kept from_pretrained busy for minutes
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+             patch_size=14, projection_dim=768),  # ViT-L/14@336
+        dict(hidden_size=1664, intermediate_size=8192, num_hidden_layers=48, num_attention_heads=16, image_size=224,
+             patch_size=14, projection_dim=1280),  # ViT-bigG/14
+    ],
+)
+@pytest.mark.parametrize("variant", ["depthwise", "conv"])
+def test_bounds_admit_real_configs_and_the_size_bound_holds(sizes, variant):
+    config = ILAVideoConfig(**sizes, num_frames=32, interaction_variant=variant, num_labels=400)
+    with torch.device("meta"):
+        model = ILAForVideoClassification(config)
+    weights = sum(parameter.numel() for parameter in model.parameters())
+    assert weights <= config.parameter_count_bound <= 1.1 * weights
 
 
 def test_config_from_clip_config_keeps_vision_settings():

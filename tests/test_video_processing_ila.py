@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -240,6 +241,41 @@ def test_fps_sampling_is_refused(clip_mp4):
 def test_invalid_options_are_rejected(kwargs, field):
     with pytest.raises(StrictDataclassFieldValidationError, match=field):
         ILAVideoProcessor()(random_frames(8, 32, 32), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_frames": 10**7}, r"num_frames must be in \[1, 1024\], got 10000000"),
+        ({"num_clips": 1000}, r"num_clips must be in \[1, 64\], got 1000"),
+        ({"size": {"shortest_edge": 60000}}, r"every side in size must be in \[1, 2048\] pixels, got 60000"),
+        ({"crop_size": {"height": 0, "width": 224}}, r"every side in crop_size .* got 0"),
+        ({"num_frames": 1024, "num_clips": 64}, r"65536 frames per video .* exceed 134217728 pixels per video"),
+        ({"image_std": [0.0, 0.0, 0.0]}, r"image_std divides the pixels, so it must be > 0, got \(0.0, 0.0, 0.0\)"),
+        ({"image_mean": [float("nan"), 0.5, 0.5]}, "image_mean must hold finite numbers"),
+        ({"rescale_factor": -1.0}, "rescale_factor must be a positive number, got -1.0"),
+    ],
+)
+def test_a_hostile_processor_config_is_refused_on_loading_at_once(tmp_path, overrides, message):
+    from transformers import AutoVideoProcessor
+
+    ILAVideoProcessor().save_pretrained(tmp_path)
+    config_path = tmp_path / "video_preprocessor_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **overrides}))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"ILAVideoProcessor: {message}"):
+        AutoVideoProcessor.from_pretrained(tmp_path)
+    assert time.perf_counter() - started < 10  # num_frames=10**7 ended in an 85.8 GiB MemoryError
+
+
+def test_call_overrides_are_bounded_before_decoding(clip_mp4):
+    with pytest.raises(ValueError, match=r"ILAVideoProcessor: num_frames must be in \[1, 1024\], got 10000000"):
+        ILAVideoProcessor()(str(clip_mp4), num_frames=10**7)
+
+
+def test_bounds_admit_the_released_test_protocol_at_336():
+    processor = ILAVideoProcessor(crop_size=336, num_frames=32, num_clips=4, num_crops=3)
+    assert (processor.size.shortest_edge, processor.num_frames) == (384, 32)
 
 
 # ---------------------------------------------------------------- errors, URLs
