@@ -1,6 +1,6 @@
 """PyTorch ILA: Implicit Learnable Alignment for video recognition (Tu et al., ICCV 2023).
 
-The code follows the numbered steps of `ILA_SPEC.md`. Notation: B videos, T frames, P = T - 1 adjacent frame pairs,
+The code follows the numbered steps of `docs/computation.md` in the repository. Notation: B videos, T frames, P = T - 1 adjacent frame pairs,
 S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first), D = vision width,
 E = projection dim, C = interaction channels (256), K = classes.
 
