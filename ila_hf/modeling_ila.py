@@ -21,6 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, eager_attention_forward
 from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ila import ILAVideoConfig
 
@@ -34,7 +35,8 @@ class ILAVideoModelOutput(ModelOutput):
     Output of [`ILAVideoModel`].
 
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, sequence_length, hidden_size)`):
-        Tokens of the last encoder layer, before `post_layernorm`; the class token comes first.
+        Tokens of the last encoder layer, before `post_layernorm`; the class token comes first. The same tensor as
+        `hidden_states[-1]`.
     frame_embeds (`torch.FloatTensor` of shape `(batch_size, num_frames, projection_dim)`):
         Per-frame embeddings: `visual_projection(post_layernorm(class token))`.
     alignment_loss (`torch.FloatTensor` of shape `()`):
@@ -42,11 +44,14 @@ class ILAVideoModelOutput(ModelOutput):
     interactive_points (`torch.FloatTensor` of shape `(batch_size, num_layers, num_frames - 1, 2, 2)`):
         Interactive point of every adjacent frame pair: `[..., 0, :]` in the earlier frame, `[..., 1, :]` in the
         later one, as (x, y) on [-1, 1] where -1 and +1 are the centres of the first and last patch.
-    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-        Embedding output and every layer's output, each `(batch_size, num_frames, sequence_length, hidden_size)`.
-    attentions (`tuple(torch.FloatTensor)`, *optional*):
-        Attention weights of every layer, each `(batch_size * num_frames, num_heads, sequence_length,
-        sequence_length)`; needs `attn_implementation="eager"`.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The embedding output (after `pre_layrnorm`) and every encoder layer's output, `num_hidden_layers + 1`
+        tensors of shape `(batch_size, num_frames, sequence_length, hidden_size)`: the very tensors the encoder
+        passes from layer to layer (the alignment works on frame pairs, so the layers exchange this layout).
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        Spatial self-attention weights of every encoder layer, each `(batch_size * num_frames, num_heads,
+        sequence_length, sequence_length)`: CLIP's attention sees each frame as one sequence. Only attention
+        implementations that compute the weights return them (`attn_implementation="eager"`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -334,7 +339,6 @@ class ILAAlignment(nn.Module):
 
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
-        self.num_frames = config.num_frames
         self.grid_size = config.grid_size
         self.alignment_window = config.alignment_window
         self.alignment_slope = config.alignment_slope
@@ -372,11 +376,8 @@ class ILAAlignment(nn.Module):
         return masks.mean(dim=-3)
 
     def forward(self, messages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """messages a: (B*T, L, D) -> A: (B*T, L, D), I: (B*T, L, D), loss: (), points: (B, P, 2, 2)."""
-        batch_frames, num_tokens, hidden_size = messages.shape
-        num_frames, grid_size = self.num_frames, self.grid_size
-        batch_size = batch_frames // num_frames
-        messages = messages.view(batch_size, num_frames, num_tokens, hidden_size)
+        """messages a: (B, T, L, D) -> A: (B, T, L, D), I: (B, T, L, D), loss: (), points: (B, P, 2, 2)."""
+        batch_size, grid_size = messages.shape[0], self.grid_size
         class_tokens = messages[:, :, :1]  # (B, T, 1, D)
 
         # Step 2: patch tokens of each frame beside the next frame's, seen as row-major maps. The maps are
@@ -411,23 +412,18 @@ class ILAAlignment(nn.Module):
         later_pooled = torch.einsum("bpn,bpnd->bpd", later_masks, later_tokens)
         alignment_loss = (1 - F.cosine_similarity(earlier_pooled, later_pooled, dim=-1)).mean()
 
-        return (
-            aligned_tokens.reshape(batch_frames, num_tokens, hidden_size),
-            interaction_tokens.reshape(batch_frames, num_tokens, hidden_size),
-            alignment_loss,
-            points,
-        )
+        return aligned_tokens, interaction_tokens, alignment_loss, points
 
 
 class ILAClassTokenLinear(nn.Module):
-    """A Linear on the first (class) token of (batch, tokens, features); the other tokens pass through unchanged."""
+    """A Linear on the first (class) token of (..., tokens, features); the other tokens pass through unchanged."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.linear = linear
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.linear(tokens[:, :1]), tokens[:, 1:]], dim=1)
+        return torch.cat([self.linear(tokens[..., :1, :]), tokens[..., 1:, :]], dim=-2)
 
 
 class ILAEncoderLayer(ILATransformerLayer):
@@ -445,13 +441,17 @@ class ILAEncoderLayer(ILATransformerLayer):
         self.interaction_tokens_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, ...]:
-        """hidden_states: (B*T, L, D) -> (hidden_states, attn_weights, alignment_loss, points (B, P, 2, 2))."""
+        """
+        hidden_states: (B, T, L, D) -> (hidden_states (B, T, L, D), attn_weights (B*T, heads, L, L) or None,
+        alignment_loss (), points (B, P, 2, 2)).
+        """
         messages = self.message_ln(self.message_fc(hidden_states))  # step 1
         aligned_tokens, interaction_tokens, alignment_loss, points = self.alignment(messages)
         hidden_states = hidden_states + self.drop_path(self.aligned_tokens_proj(aligned_tokens))
         hidden_states = hidden_states + self.drop_path(self.interaction_tokens_proj(interaction_tokens))
-        hidden_states, attn_weights = super().forward(hidden_states, **kwargs)
-        return hidden_states, attn_weights, alignment_loss, points
+        # CLIP's layer sees every frame as one sequence: (B*T, L, D), a view.
+        frame_tokens, attn_weights = super().forward(hidden_states.flatten(0, 1), **kwargs)
+        return frame_tokens.view_as(hidden_states), attn_weights, alignment_loss, points
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
@@ -481,12 +481,25 @@ class ILAEncoderLayer(ILATransformerLayer):
 
 
 class ILAEncoder(nn.Module):
+    """The ILA encoder layers, with drop-path rates rising linearly from 0 to `config.drop_path_rate`."""
+
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
         # On the CPU explicitly, so that the model also builds under `torch.device("meta")` (cost counting).
         drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
         self.layers = nn.ModuleList([ILAEncoderLayer(config, rate) for rate in drop_path_rates])
-        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        hidden_states: (B, T, L, D) -> last layer's tokens (B, T, L, D), summed alignment loss (), interactive points
+        of every layer (B, layers, P, 2, 2).
+        """
+        alignment_losses, layer_points = [], []
+        for layer in self.layers:
+            hidden_states, _, alignment_loss, points = layer(hidden_states, **kwargs)
+            alignment_losses.append(alignment_loss)
+            layer_points.append(points)
+        return hidden_states, torch.stack(alignment_losses).sum(), torch.stack(layer_points, dim=1)
 
 
 class ILAPreTrainedModel(PreTrainedModel):
@@ -500,6 +513,9 @@ class ILAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # `capture_outputs` (on ILAVideoModel.forward) records these by forward hooks: every encoder layer's output (and
+    # the first layer's input) as hidden states, the attention weights of the attention modules inside the encoder.
+    _can_record_outputs = {"hidden_states": ILAEncoderLayer, "attentions": ILAAttention}
     is_fused = False  # set by `fuse_for_inference`
 
     def train(self, mode: bool = True):
@@ -628,49 +644,26 @@ class ILAVideoModel(ILAPreTrainedModel):
                 "videos to match (ILAVideoProcessor does)."
             )
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> ILAVideoModelOutput:
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> ILAVideoModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Normalised video frames, e.g. from [`ILAVideoProcessor`].
+        output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
+            As in every transformers model; see [`ILAVideoModelOutput`] for the shapes.
         """
         self.check_pixel_values(pixel_values)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         batch_size, num_frames = pixel_values.shape[:2]
-        unfold_frames = lambda tokens: tokens.unflatten(0, (batch_size, num_frames))  # noqa: E731
-
         hidden_states = self.pre_layrnorm(self.embeddings(pixel_values.flatten(0, 1)))  # (B*T, L, D)
-        all_hidden_states = (unfold_frames(hidden_states),) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        alignment_losses, layer_points = [], []
-        for layer in self.encoder.layers:
-            hidden_states, attn_weights, alignment_loss, points = layer(
-                hidden_states, output_attentions=output_attentions, **kwargs
-            )
-            alignment_losses.append(alignment_loss)
-            layer_points.append(points)
-            if output_hidden_states:
-                all_hidden_states += (unfold_frames(hidden_states),)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-
-        frame_embeds = self.visual_projection(self.post_layernorm(hidden_states[:, 0]))  # (B*T, E)
+        last_hidden_state, alignment_loss, interactive_points = self.encoder(
+            hidden_states.unflatten(0, (batch_size, num_frames)), **kwargs
+        )
+        frame_embeds = self.visual_projection(self.post_layernorm(last_hidden_state[:, :, 0]))  # (B, T, E)
         return ILAVideoModelOutput(
-            last_hidden_state=unfold_frames(hidden_states),
-            frame_embeds=unfold_frames(frame_embeds),
-            alignment_loss=torch.stack(alignment_losses).sum(),
-            interactive_points=torch.stack(layer_points, dim=1),
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            last_hidden_state=last_hidden_state,
+            frame_embeds=frame_embeds,
+            alignment_loss=alignment_loss,
+            interactive_points=interactive_points,
         )
 
 
@@ -812,6 +805,14 @@ class ILAForVideoClassification(ILAPreTrainedModel):
     def set_jitter_delta(self, delta: float) -> None:
         self.ila.set_jitter_delta(delta)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As `PreTrainedModel.save_pretrained`; a remote-code folder also maps `AutoModel` to the video encoder."""
+        if self._auto_class is not None:
+            module = type(self.ila).__module__.rsplit(".", 1)[-1]
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(self.ila).__name__}"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def is_fused(self) -> bool:
         return self.ila.is_fused
@@ -863,26 +864,17 @@ class ILAForVideoClassification(ILAPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
     ) -> ILAVideoClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Normalised video frames, e.g. from [`ILAVideoProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size,)` or `torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Class indices, or soft targets (mixup / cutmix / label smoothing) summing to 1 per row.
+        output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
+            As in every transformers model; the video encoder's, see [`ILAVideoModelOutput`] for the shapes.
         """
-        outputs = self.ila(
-            pixel_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = self.ila(pixel_values, return_dict=True, **kwargs)
         video_embeds = self.mit(outputs.frame_embeds).mean(dim=1)  # (B, E)
         logits = self.head(video_embeds, outputs.last_hidden_state[:, :, 1:])
 

@@ -123,14 +123,13 @@ def test_alignment_module_matches_a_direct_computation():
     randomise_ila_modules(model)
     alignment = model.encoder.layers[0].alignment
     batch_size, grid, hidden = 2, config.grid_size, config.hidden_size
-    messages = torch.randn(batch_size * NUM_FRAMES, 1 + grid * grid, hidden)
+    messages = torch.randn(batch_size, NUM_FRAMES, 1 + grid * grid, hidden)
 
     with torch.no_grad():
         aligned, interaction, loss, points = alignment(messages)
-        frames = messages.view(batch_size, NUM_FRAMES, -1, hidden)
-        maps = frames[:, :, 1:].permute(0, 1, 3, 2).reshape(batch_size, NUM_FRAMES, hidden, grid, grid)
-        expected_aligned = torch.zeros_like(frames)
-        expected_aligned[:, :, 0] = frames[:, :, 0]
+        maps = messages[:, :, 1:].permute(0, 1, 3, 2).reshape(batch_size, NUM_FRAMES, hidden, grid, grid)
+        expected_aligned = torch.zeros_like(messages)
+        expected_aligned[:, :, 0] = messages[:, :, 0]
         masked = {}
         losses = []
         for b, pair in itertools.product(range(batch_size), range(NUM_FRAMES - 1)):
@@ -148,9 +147,9 @@ def test_alignment_module_matches_a_direct_computation():
                 sides.append(masked[b, frame - 1, 1])
             expected_aligned[b, frame, 1:] = torch.stack(sides).mean(0).flatten(1).T
 
-    torch.testing.assert_close(aligned, expected_aligned.flatten(0, 1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aligned, expected_aligned, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, torch.stack(losses).mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(interaction[:, 0], messages[:, 0])
+    torch.testing.assert_close(interaction[:, :, 0], messages[:, :, 0])
     assert points.shape == (batch_size, NUM_FRAMES - 1, 2, 2)
     assert points.abs().max() <= config.point_scale
 
@@ -210,13 +209,16 @@ def test_saved_folder_loads_with_trust_remote_code_without_ila_hf(tmp_path):
     assert json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_ila.ILAVideoConfig",
         "AutoModelForVideoClassification": "modeling_ila.ILAForVideoClassification",
+        "AutoModel": "modeling_ila.ILAVideoModel",
     }
+    with torch.no_grad():
+        torch.save(model.ila(pixel_values=video).frame_embeds, tmp_path / "frame_embeds.pt")
     script = textwrap.dedent(
         f"""
         import sys
         sys.modules["ila_hf"] = None  # any import of the package now fails
         import torch
-        from transformers import AutoModelForVideoClassification
+        from transformers import AutoModel, AutoModelForVideoClassification
         try:
             import ila_hf
         except ImportError:
@@ -228,6 +230,11 @@ def test_saved_folder_loads_with_trust_remote_code_without_ila_hf(tmp_path):
         with torch.no_grad():
             logits = model(pixel_values=torch.load({str(tmp_path / "video.pt")!r})).logits
         torch.testing.assert_close(logits, torch.load({str(tmp_path / "expected.pt")!r}), rtol=0, atol=0)
+        encoder = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        assert type(encoder).__name__ == "ILAVideoModel", type(encoder)
+        with torch.no_grad():
+            frame_embeds = encoder(pixel_values=torch.load({str(tmp_path / "video.pt")!r})).frame_embeds
+        torch.testing.assert_close(frame_embeds, torch.load({str(tmp_path / "frame_embeds.pt")!r}), rtol=0, atol=0)
         print(type(model).__module__, type(model).__name__)
         """
     )
