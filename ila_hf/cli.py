@@ -169,6 +169,12 @@ def _add_convert_command(subparsers) -> None:
     parser.add_argument("--clip-text", help="CLIP tokenizer folder or Hub id for the K400 class names")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument(
+        "--released-eval",
+        action="store_true",
+        help="evaluate like the authors' released K400 code: BatchNorm on each batch's statistics, so outputs depend "
+        "on the batch (default: standard evaluation with the running statistics)",
+    )
 
     def run(args) -> int:
         from .convert import convert_checkpoint
@@ -182,6 +188,7 @@ def _add_convert_command(subparsers) -> None:
             clip_text=args.clip_text,
             push_to_hub=args.push_to_hub,
             private=args.private,
+            released_eval=args.released_eval,
         )
         report = result.report
         print(f"Wrote {result.output_dir}: {len(report.mapped)} tensors mapped, {len(report.dropped)} dropped on purpose")

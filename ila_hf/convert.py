@@ -665,6 +665,7 @@ def convert_checkpoint(
     private: bool = False,
     token: str | None = None,
     dtype: torch.dtype = torch.float32,
+    released_eval: bool = False,
 ) -> ConversionResult:
     """
     Convert an authors' released ILA checkpoint into a `save_pretrained` folder.
@@ -685,6 +686,9 @@ def convert_checkpoint(
         private: create the Hub repo private.
         token: Hub token (else the logged-in one).
         dtype: dtype of the saved weights (float32 by default, whatever the checkpoint's).
+        released_eval: save ``batchnorm_eval_statistics="batch"``, so that evaluation mode reproduces the authors'
+            released K400 evaluation exactly (BatchNorm on each batch's statistics; outputs then depend on the batch).
+            Default: standard evaluation with the running statistics.
 
     Returns:
         A `ConversionResult` with the output folder, the converted model (eval mode) and the `ConversionReport`.
@@ -698,7 +702,10 @@ def convert_checkpoint(
 
     tensors = convert_state_dict(state_dict, architecture, dtype=dtype)
     config = build_config(
-        architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
+        architecture,
+        names,
+        **_config_overrides_from_training_config(training_entries.get("config")),
+        batchnorm_eval_statistics="batch" if released_eval else "running",
     )
     model = ILAForVideoClassification(config).eval()
     _load_into_model(model, tensors.model_state_dict)
@@ -826,6 +833,11 @@ def _model_card_context(model, architecture: ReleasedArchitecture, report: Conve
         epoch=report.source.get("epoch"),
         head_note=head_note,
         base_model_metadata=f"base_model: {base_model}" if base_model.startswith("openai/") else "",
+        batchnorm_setting=(
+            "This folder was converted with `--released-eval`: its BatchNorms use batch statistics in evaluation."
+            if model.config.batchnorm_eval_statistics == "batch"
+            else "This folder evaluates with the running statistics (standard evaluation)."
+        ),
         metrics=markdown_table(metrics, ("metric", "value")) if metrics else "No accuracy is stored in the checkpoint.",
     )
     return context

@@ -240,18 +240,43 @@ class ILAPointwiseConv(nn.Conv2d):
         return F.linear(maps.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
+class ILABatchNorm2d(nn.BatchNorm2d):
+    """
+    BatchNorm2d whose evaluation mode can normalise with the current batch's statistics, updating no running
+    statistics (`eval_statistics="batch"`, the released K400 evaluation); `"running"` is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, eval_statistics: str = "running"):
+        super().__init__(num_features)
+        self.eval_statistics = eval_statistics
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if self.training or self.eval_statistics == "running":
+            return super().forward(maps)
+        return F.batch_norm(maps, None, None, self.weight, self.bias, training=True, momentum=0.0, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, eval_statistics={self.eval_statistics}"
+
+
 class ILAConvBlock(nn.Sequential):
     """conv -> BatchNorm -> [2x2 max-pool] -> ReLU, the unit of the interaction block and the point predictor."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, max_pool: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        groups: int = 1,
+        max_pool: bool = False,
+        eval_statistics: str = "running",
     ):
         super().__init__()
         if kernel_size == 1 and groups == 1:
             self.conv = ILAPointwiseConv(in_channels, out_channels)
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups)
-        self.norm = nn.BatchNorm2d(out_channels)
+        self.norm = ILABatchNorm2d(out_channels, eval_statistics)
         if max_pool:
             self.pool = nn.MaxPool2d(2)
         self.act = nn.ReLU()
@@ -274,13 +299,17 @@ class ILAConvBlock(nn.Sequential):
 def build_interaction_block(config: ILAVideoConfig) -> nn.Sequential:
     """Step 3: (B*P, 2D, S, S) -> F: (B*P, C, S, S), in the released K400 ("depthwise") or SSv2 ("conv") form."""
     pair_channels, channels = 2 * config.hidden_size, config.interaction_channels
+    statistics = config.batchnorm_eval_statistics
     if config.interaction_variant == "depthwise":
         return nn.Sequential(
-            ILAConvBlock(pair_channels, pair_channels, 3, groups=pair_channels),
-            ILAConvBlock(pair_channels, channels, 1),
-            ILAConvBlock(channels, channels, 3),
+            ILAConvBlock(pair_channels, pair_channels, 3, groups=pair_channels, eval_statistics=statistics),
+            ILAConvBlock(pair_channels, channels, 1, eval_statistics=statistics),
+            ILAConvBlock(channels, channels, 3, eval_statistics=statistics),
         )
-    return nn.Sequential(ILAConvBlock(pair_channels, channels, 3), ILAConvBlock(channels, channels, 3))
+    return nn.Sequential(
+        ILAConvBlock(pair_channels, channels, 3, eval_statistics=statistics),
+        ILAConvBlock(channels, channels, 3, eval_statistics=statistics),
+    )
 
 
 class ILAPointPredictor(nn.Module):
@@ -288,10 +317,10 @@ class ILAPointPredictor(nn.Module):
 
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
-        channels = config.interaction_channels
+        channels, statistics = config.interaction_channels, config.batchnorm_eval_statistics
         self.spatial = nn.Sequential(
-            ILAConvBlock(channels, channels // 2, 3, max_pool=True),
-            ILAConvBlock(channels // 2, channels // 2, 3, max_pool=True),
+            ILAConvBlock(channels, channels // 2, 3, max_pool=True, eval_statistics=statistics),
+            ILAConvBlock(channels // 2, channels // 2, 3, max_pool=True, eval_statistics=statistics),
         )
         # Kernel-1 grouped convolutions over the pair axis: each half of the features predicts one frame's point.
         self.pair_fc1 = nn.Conv1d(channels // 2, channels // 4, 1, groups=2)
@@ -606,6 +635,12 @@ class ILAVideoModel(ILAPreTrainedModel):
             raise RuntimeError(
                 "fuse_for_inference() folds BatchNorm's running statistics, so it is for evaluation only; call "
                 "model.eval() first."
+            )
+        if self.config.batchnorm_eval_statistics != "running":
+            raise ValueError(
+                "fuse_for_inference() folds BatchNorm's running statistics into the convs, but this model evaluates "
+                f"with batchnorm_eval_statistics={self.config.batchnorm_eval_statistics!r} (the released K400 "
+                "evaluation); load it with batchnorm_eval_statistics='running' to fuse."
             )
         if not self.is_fused:
             for layer in self.encoder.layers:

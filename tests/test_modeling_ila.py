@@ -472,6 +472,31 @@ def test_text_head_scores_cosine_similarity_with_class_name_embeddings(tmp_path,
     assert reloaded.config.id2label[1] == "playing cello"
 
 
+@pytest.mark.parametrize("variant", ["depthwise", "conv"])
+def test_released_eval_statistics_equal_train_mode_without_jitter_and_update_nothing(variant):
+    torch.manual_seed(0)
+    config = tiny_config(interaction_variant=variant, batchnorm_eval_statistics="batch", classifier_dropout=0.0)
+    model = ILAForVideoClassification(config)
+    randomise_ila_modules(model)
+    video = random_video(batch_size=3)
+    running_statistics = {name: buffer.clone() for name, buffer in model.named_buffers() if "running" in name}
+    with torch.no_grad():
+        released = model.eval()(pixel_values=video).logits
+        for name, buffer in model.named_buffers():
+            if name in running_statistics:
+                torch.testing.assert_close(buffer, running_statistics[name], rtol=0, atol=0, msg=name)
+        model.set_jitter_delta(0.0)
+        train_mode = model.train()(pixel_values=video).logits  # batch statistics (and updates them)
+        standard = ILAForVideoClassification(tiny_config(interaction_variant=variant, classifier_dropout=0.0)).eval()
+        standard.load_state_dict({**model.state_dict(), **running_statistics})
+        running = standard(pixel_values=video).logits
+
+    torch.testing.assert_close(released, train_mode, rtol=0, atol=1e-6)
+    assert (released - running).abs().max() > 1e-3  # the setting does change evaluation
+    with pytest.raises(ValueError, match="folds BatchNorm's running statistics.*batchnorm_eval_statistics='batch'"):
+        model.eval().fuse_for_inference()
+
+
 def test_set_class_names_refuses_the_linear_head():
     model = ILAForVideoClassification(tiny_config())
     with pytest.raises(ValueError, match="needs the text head.*head='linear'"):
@@ -487,6 +512,7 @@ def test_set_class_names_refuses_the_linear_head():
         ({"interaction_variant": "k400"}, "interaction_variant must be one of .*'k400'"),
         ({"head": "mlp"}, "head must be one of"),
         ({"projection_dim": 48}, "multiple of 64, got 48"),
+        ({"batchnorm_eval_statistics": "train"}, r"batchnorm_eval_statistics must be one of \('running', 'batch'\)"),
     ],
 )
 def test_config_validation_says_what_to_change(overrides, message):
