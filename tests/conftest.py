@@ -29,6 +29,20 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def randomise_ila_modules(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised skip Linears and point head non-zero weights, so alignment affects the output."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if any(key in name for key in ("tokens_proj", "pair_fc2", "running")):
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+
+
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir() -> Path:
     """CLIP's real BPE tokenizer, saved in tests/data/ for offline tests."""
