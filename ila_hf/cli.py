@@ -213,6 +213,28 @@ def _add_benchmark_command(subparsers) -> None:
     parser.set_defaults(handler=lambda args: benchmark_command(args, command=shlex.join(["ila-hf", *sys.argv[1:]])))
 
 
+def _add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="Export a saved model for serving (ONNX or torch.export).",
+        description="Export a saved ILA classifier as an ONNX graph or a torch.export program taking pixel_values "
+        "(dynamic batch) and returning logits, with its config and video processor settings beside it.",
+    )
+    parser.add_argument("model_dir", help="a save_pretrained folder of an ILA classifier")
+    parser.add_argument("output_dir", help="folder to write the graph, config and processor settings to")
+    parser.add_argument("--format", choices=("onnx", "exported-program"), default="onnx", help="default: onnx")
+    parser.add_argument("--fuse", action="store_true", help="fold BatchNorm and projections first (same outputs)")
+
+    def run(args) -> int:
+        from .serving import export_for_serving
+
+        path = export_for_serving(args.model_dir, args.output_dir, format=args.format, fuse=args.fuse)
+        print(f"Wrote {path}")
+        return 0
+
+    parser.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ila-hf", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train_command,
         _add_convert_command,
         _add_benchmark_command,
+        _add_export_command,
     ):
         add_command(subparsers)
     return parser

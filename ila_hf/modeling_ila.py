@@ -1,8 +1,8 @@
 """PyTorch ILA: Implicit Learnable Alignment for video recognition (Tu et al., ICCV 2023).
 
-The code follows the numbered steps of `docs/computation.md` in the repository. Notation: B videos, T frames, P = T - 1 adjacent frame pairs,
-S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first), D = vision width,
-E = projection dim, C = interaction channels (256), K = classes.
+The code follows the numbered steps of the repository's `docs/computation.md`. Notation: B videos, T frames,
+P = T - 1 adjacent frame pairs, S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first),
+D = vision width, E = projection dim, C = interaction channels (256), K = classes.
 
 This file imports only torch, transformers and `.configuration_ila`, so it travels as Hub remote code.
 """

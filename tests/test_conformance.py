@@ -11,42 +11,11 @@ from transformers import AutoModel, AutoModelForVideoClassification
 
 from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoModel
 
-from .conftest import TINY_CLIP_VISION, randomise_ila_modules
+from .conftest import CASE_FRAMES, case_config, case_model, case_video
 
 
-NUM_FRAMES = 3
 TOKENS = 1 + 4 * 4  # class token + a 4x4 patch grid
 CASES = [(variant, head) for variant in ("depthwise", "conv") for head in ("linear", "text")]
-
-
-def case_config(variant: str, head: str, **overrides) -> ILAVideoConfig:
-    """A tiny model of one case; no dropout, so that train-mode steps are reproducible."""
-    settings = dict(
-        TINY_CLIP_VISION,
-        num_frames=NUM_FRAMES,
-        interaction_variant=variant,
-        head=head,
-        interaction_channels=16,
-        prompt_layers=1,
-        classifier_dropout=0.0,
-        id2label={0: "left", 1: "right", 2: "up"},
-    )
-    return ILAVideoConfig(**{**settings, **overrides})
-
-
-def case_model(variant: str, head: str, **overrides) -> ILAForVideoClassification:
-    """A model whose alignment modules and head all change the output (nothing left at its zero initialisation)."""
-    torch.manual_seed(0)
-    model = ILAForVideoClassification(case_config(variant, head, **overrides))
-    randomise_ila_modules(model)
-    if head == "text":
-        with torch.no_grad():
-            model.head.class_embeddings.normal_()
-    return model
-
-
-def video(batch_size: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch_size, NUM_FRAMES, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
 
 
 def logits_of(model, pixel_values) -> torch.Tensor:
@@ -69,7 +38,7 @@ parametrize_cases = pytest.mark.parametrize("variant, head", CASES, ids=[f"{v}-{
 @parametrize_cases
 def test_save_and_load_round_trip_keeps_config_weights_and_outputs(tmp_path, variant, head):
     model = case_model(variant, head).eval()
-    expected = logits_of(model, video())
+    expected = logits_of(model, case_video())
     model.save_pretrained(tmp_path)
 
     reloaded = ILAForVideoClassification.from_pretrained(tmp_path).eval()
@@ -81,16 +50,17 @@ def test_save_and_load_round_trip_keeps_config_weights_and_outputs(tmp_path, var
     assert saved_settings.items() <= reloaded.config.to_dict().items()
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
-    torch.testing.assert_close(logits_of(reloaded, video()), expected, rtol=0, atol=0)
-    torch.testing.assert_close(logits_of(auto_loaded, video()), expected, rtol=0, atol=0)
+    torch.testing.assert_close(logits_of(reloaded, case_video()), expected, rtol=0, atol=0)
+    torch.testing.assert_close(logits_of(auto_loaded, case_video()), expected, rtol=0, atol=0)
     with torch.no_grad():
-        torch.testing.assert_close(encoder(video()).frame_embeds, model.ila(video()).frame_embeds, rtol=0, atol=0)
+        expected_frames = model.ila(case_video()).frame_embeds
+        torch.testing.assert_close(encoder(case_video()).frame_embeds, expected_frames, rtol=0, atol=0)
 
 
 @parametrize_cases
 def test_eval_is_deterministic_and_each_video_is_independent_of_its_batch(variant, head):
     model = case_model(variant, head).eval()
-    videos = video(batch_size=3)
+    videos = case_video(batch_size=3)
     with torch.no_grad():
         batched, again = model(pixel_values=videos), model(pixel_values=videos)
         single = model(pixel_values=videos[1:2])
@@ -99,22 +69,22 @@ def test_eval_is_deterministic_and_each_video_is_independent_of_its_batch(varian
         torch.testing.assert_close(again[field], batched[field], rtol=0, atol=0, msg=field)
     torch.testing.assert_close(single.logits, batched.logits[1:2], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(single.interactive_points, batched.interactive_points[1:2], rtol=1e-5, atol=1e-6)
-    assert batched.interactive_points.shape == (3, 2, NUM_FRAMES - 1, 2, 2)
+    assert batched.interactive_points.shape == (3, 2, CASE_FRAMES - 1, 2, 2)
 
 
 @parametrize_cases
 def test_hidden_states_and_attentions_are_the_tensors_the_forward_uses(variant, head):
     model = case_model(variant, head, attn_implementation="eager", freeze_backbone=False).eval()
-    outputs = model(pixel_values=video(), output_hidden_states=True, output_attentions=True)
+    outputs = model(pixel_values=case_video(), output_hidden_states=True, output_attentions=True)
     layers, width, heads = model.config.num_hidden_layers, model.config.hidden_size, model.config.num_attention_heads
 
     assert len(outputs.hidden_states) == layers + 1 and len(outputs.attentions) == layers
-    assert all(state.shape == (2, NUM_FRAMES, TOKENS, width) for state in outputs.hidden_states)
-    assert all(weights.shape == (2 * NUM_FRAMES, heads, TOKENS, TOKENS) for weights in outputs.attentions)
-    torch.testing.assert_close(outputs.attentions[0].sum(-1), torch.ones(2 * NUM_FRAMES, heads, TOKENS))
+    assert all(state.shape == (2, CASE_FRAMES, TOKENS, width) for state in outputs.hidden_states)
+    assert all(weights.shape == (2 * CASE_FRAMES, heads, TOKENS, TOKENS) for weights in outputs.attentions)
+    torch.testing.assert_close(outputs.attentions[0].sum(-1), torch.ones(2 * CASE_FRAMES, heads, TOKENS))
     with torch.no_grad():
-        embeddings = model.ila.pre_layrnorm(model.ila.embeddings(video().flatten(0, 1)))
-    torch.testing.assert_close(outputs.hidden_states[0], embeddings.view(2, NUM_FRAMES, TOKENS, width))
+        embeddings = model.ila.pre_layrnorm(model.ila.embeddings(case_video().flatten(0, 1)))
+    torch.testing.assert_close(outputs.hidden_states[0], embeddings.view(2, CASE_FRAMES, TOKENS, width))
 
     for tensor in (*outputs.hidden_states, *outputs.attentions):
         tensor.retain_grad()
@@ -127,9 +97,9 @@ def test_hidden_states_and_attentions_are_the_tensors_the_forward_uses(variant, 
 def test_output_flags_come_from_the_config_and_tuples_follow_return_dict(variant, head):
     model = case_model(variant, head, output_hidden_states=True).eval()
     with torch.no_grad():
-        outputs = model(pixel_values=video())
-        as_tuple = model(pixel_values=video(), return_dict=False)
-        silenced = model(pixel_values=video(), output_hidden_states=False)
+        outputs = model(pixel_values=case_video())
+        as_tuple = model(pixel_values=case_video(), return_dict=False)
+        silenced = model(pixel_values=case_video(), output_hidden_states=False)
 
     assert len(outputs.hidden_states) == model.config.num_hidden_layers + 1 and silenced.hidden_states is None
     assert outputs.attentions is None  # not requested
@@ -144,8 +114,8 @@ def test_sdpa_and_eager_attention_agree(variant, head):
     eager.load_state_dict(sdpa.state_dict())
     assert sdpa.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
     with torch.no_grad():
-        sdpa_outputs = sdpa(pixel_values=video(), output_attentions=True)
-        eager_outputs = eager(pixel_values=video(), output_attentions=True)
+        sdpa_outputs = sdpa(pixel_values=case_video(), output_attentions=True)
+        eager_outputs = eager(pixel_values=case_video(), output_attentions=True)
 
     torch.testing.assert_close(sdpa_outputs.logits, eager_outputs.logits, rtol=1e-5, atol=1e-5)
     assert sdpa_outputs.attentions == ()  # SDPA computes no attention weights to return
@@ -158,7 +128,7 @@ def test_a_training_step_updates_exactly_the_trainable_weights_and_lowers_the_lo
     frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
     trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4)
-    videos, labels = video(), torch.tensor([0, 2])
+    videos, labels = case_video(), torch.tensor([0, 2])
 
     losses = []
     for _ in range(3):
@@ -169,7 +139,9 @@ def test_a_training_step_updates_exactly_the_trainable_weights_and_lowers_the_lo
         losses.append(loss.item())
 
     assert frozen and all(torch.equal(p, frozen[name]) for name, p in model.named_parameters() if name in frozen)
-    changed = {name for name, p in model.named_parameters() if name in trainable and not torch.equal(p, trainable[name])}
+    changed = {
+        name for name, p in model.named_parameters() if name in trainable and not torch.equal(p, trainable[name])
+    }
     assert {"ila.encoder.layers.0.message_fc.weight", "mit.position_embedding"} <= changed
     assert losses[-1] < losses[0]
 
@@ -178,7 +150,7 @@ def test_a_training_step_updates_exactly_the_trainable_weights_and_lowers_the_lo
 def test_activation_checkpointing_recomputes_the_layers_and_gives_the_same_gradients(variant, head):
     model = case_model(variant, head, freeze_backbone=False).train()
     model.set_jitter_delta(0.0)  # BatchNorm still uses batch statistics: the recomputation must see the same batch
-    videos, labels = video(), torch.tensor([1, 0])
+    videos, labels = case_video(), torch.tensor([1, 0])
     calls = []
     model.ila.encoder.layers[0].message_fc.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
 
@@ -204,7 +176,7 @@ def test_loading_in_bfloat16_converts_weights_and_buffers(tmp_path, variant, hea
     case_model(variant, head).save_pretrained(tmp_path)
     model = ILAForVideoClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     with torch.no_grad():
-        outputs = model(pixel_values=video().to(torch.bfloat16))
+        outputs = model(pixel_values=case_video().to(torch.bfloat16))
 
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.ila.encoder.layers[0].alignment.grid.dtype == torch.bfloat16
@@ -218,14 +190,14 @@ def test_device_map_loading_rebuilds_the_non_persistent_buffers(tmp_path, varian
     """Loading builds the model on the meta device first: the constants that are not saved must come back right."""
     model = case_model(variant, head).eval()
     model.save_pretrained(tmp_path)
-    expected = logits_of(model, video())
+    expected = logits_of(model, case_video())
 
     for kwargs in ({"device_map": "auto"}, {"low_cpu_mem_usage": True}):
         loaded = ILAForVideoClassification.from_pretrained(tmp_path, **kwargs).eval()
         assert all(t.device.type == "cpu" for t in (*loaded.parameters(), *loaded.buffers())), kwargs
         for name, buffer in model.named_buffers():
             torch.testing.assert_close(loaded.get_buffer(name), buffer, rtol=0, atol=0, msg=f"{name} {kwargs}")
-        torch.testing.assert_close(logits_of(loaded, video()), expected, rtol=0, atol=0)
+        torch.testing.assert_close(logits_of(loaded, case_video()), expected, rtol=0, atol=0)
 
 
 @parametrize_cases
@@ -247,7 +219,8 @@ def test_ignore_mismatched_sizes_reinitialises_only_the_head_of_another_size(tmp
         if name not in resized:
             torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     if head == "linear":  # CLIP's initialisation of a new Linear, not leftover memory
-        assert loaded.head.classifier.weight.shape == (5, 64) and torch.equal(loaded.head.classifier.bias, torch.zeros(5))
+        assert loaded.head.classifier.weight.shape == (5, 64)
+        assert torch.equal(loaded.head.classifier.bias, torch.zeros(5))
         assert 0 < loaded.head.classifier.weight.std() < 0.1
     else:  # filled by set_class_names for the new classes
         assert torch.equal(loaded.head.class_embeddings, torch.zeros(5, 64))
