@@ -246,6 +246,12 @@ def _add_convert_command(subparsers) -> None:
     )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument(
+        "--released-eval",
+        action="store_true",
+        help="evaluate like the authors' released K400 code: BatchNorm on each batch's statistics, so outputs depend "
+        "on the batch (default: standard evaluation with the running statistics)",
+    )
 
     def run(args) -> int:
         from .convert import convert_checkpoint
@@ -259,6 +265,7 @@ def _add_convert_command(subparsers) -> None:
             clip_text=args.clip_text,
             push_to_hub=args.push_to_hub,
             private=args.private,
+            released_eval=args.released_eval,
         )
         report = result.report
         print(f"Wrote {result.output_dir}: {len(report.mapped)} tensors mapped, {len(report.dropped)} dropped on purpose")
@@ -282,6 +289,27 @@ def _add_benchmark_command(subparsers) -> None:
     parser.set_defaults(handler=lambda args: benchmark_command(args, command=shlex.join(["ila-hf", *sys.argv[1:]])))
 
 
+def _add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        description="Export a saved ILA classifier as an ONNX graph or a torch.export program taking pixel_values "
+        "(dynamic batch) and returning logits, with its config and video processor settings beside it.",
+    )
+    parser.add_argument("model_dir", help="a save_pretrained folder of an ILA classifier")
+    parser.add_argument("output_dir", help="folder to write the graph, config and processor settings to")
+    parser.add_argument("--format", choices=("onnx", "exported-program"), default="onnx", help="default: onnx")
+    parser.add_argument("--fuse", action="store_true", help="fold BatchNorm and projections first (same outputs)")
+
+    def run(args) -> int:
+        from .serving import export_for_serving
+
+        path = export_for_serving(args.model_dir, args.output_dir, format=args.format, fuse=args.fuse)
+        print(f"Wrote {path}")
+        return 0
+
+    parser.set_defaults(handler=run)
+
+
 # name -> (the line `ila-hf --help` shows, the function adding the command's parser and handler)
 COMMANDS = {
     "demo": ("Train ILA vs frame averaging on a synthetic temporal-order task.", _add_demo_command),
@@ -289,6 +317,7 @@ COMMANDS = {
     "train": ("Fine-tune ILA with accelerate (ila-hf train --help).", _add_train_command),
     "convert": ("Convert an authors' released .pth checkpoint.", _add_convert_command),
     "benchmark": ("Cost and speed of ILA and its peers.", _add_benchmark_command),
+    "export": ("Export a saved model for serving (ONNX or torch.export).", _add_export_command),
 }
 
 

@@ -8,6 +8,7 @@ from transformers import CLIPVisionConfig
 
 INTERACTION_VARIANTS = ("depthwise", "conv")
 HEADS = ("linear", "text")
+BATCHNORM_EVAL_STATISTICS = ("running", "batch")
 # The architecture settings of a CLIP vision tower, copied by `from_clip_vision_config`.
 CLIP_VISION_SETTINGS = (
     "hidden_size",
@@ -101,6 +102,12 @@ class ILAVideoConfig(CLIPVisionConfig):
             Initial per-channel scale of the generated prompts.
         logit_scale_init_value (`float`, *optional*, defaults to ln(1/0.07)):
             Initial log temperature of the text head.
+        batchnorm_eval_statistics (`str`, *optional*, defaults to `"running"`):
+            What the alignment modules' BatchNorms normalise with in evaluation mode. `"running"`: the running
+            statistics (standard evaluation). `"batch"`: the statistics of the current batch, updating nothing, which
+            is how the authors' released Kinetics-400 evaluation ran (their model returned to training mode on every
+            forward); it reproduces their published numbers exactly, but then an output depends on the other videos of
+            its batch and on the batch size. Training mode is the same for both.
 
     Bounds, checked whenever a config is built or loaded (a `StrictDataclassClassValidationError` naming the
     setting, the value given and what is allowed): sizes are >= 1 and at most `hidden_size` 8192,
@@ -130,6 +137,7 @@ class ILAVideoConfig(CLIPVisionConfig):
     prompt_layers: int = 2
     prompt_alpha: float = 0.1
     logit_scale_init_value: float = math.log(1 / 0.07)
+    batchnorm_eval_statistics: str = "running"
 
     @property
     def parameter_count_bound(self) -> int:
@@ -214,6 +222,11 @@ class ILAVideoConfig(CLIPVisionConfig):
         for name in ("mit_layers", "prompt_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} counts layers, so it must be >= 0, got {getattr(self, name)}.")
+        if self.batchnorm_eval_statistics not in BATCHNORM_EVAL_STATISTICS:
+            raise ValueError(
+                f"batchnorm_eval_statistics must be one of {BATCHNORM_EVAL_STATISTICS} ('running': standard evaluation, "
+                f"'batch': the released K400 evaluation), got {self.batchnorm_eval_statistics!r}."
+            )
         if self.interaction_channels < 4 or self.interaction_channels % 4 != 0:
             raise ValueError(
                 f"interaction_channels must be a positive multiple of 4 (halves per frame, grouped point layers), "

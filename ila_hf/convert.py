@@ -791,6 +791,7 @@ def convert_checkpoint(
     private: bool = False,
     token: str | None = None,
     dtype: torch.dtype = torch.float32,
+    released_eval: bool = False,
 ) -> ConversionResult:
     """
     Convert an authors' released ILA checkpoint into a `save_pretrained` folder.
@@ -811,6 +812,9 @@ def convert_checkpoint(
         private: create the Hub repo private.
         token: Hub token (else the logged-in one).
         dtype: dtype of the saved weights (float32 by default, whatever the checkpoint's).
+        released_eval: save ``batchnorm_eval_statistics="batch"``, so that evaluation mode reproduces the authors'
+            released K400 evaluation exactly (BatchNorm on each batch's statistics; outputs then depend on the batch).
+            Default: standard evaluation with the running statistics.
 
     Returns:
         A `ConversionResult` with the output folder, the converted model (eval mode) and the `ConversionReport`.
@@ -825,7 +829,10 @@ def convert_checkpoint(
         tokenizer = _load_tokenizer(clip_text if clip_text is not None else DEFAULT_CLIP_TEXT, architecture)
     try:
         config = build_config(
-            architecture, names, **_config_overrides_from_training_config(training_entries.get("config"))
+            architecture,
+            names,
+            **_config_overrides_from_training_config(training_entries.get("config")),
+            batchnorm_eval_statistics="batch" if released_eval else "running",
         )
     except StrictDataclassClassValidationError as error:
         raise CheckpointConversionError(
@@ -959,6 +966,11 @@ def _model_card_context(model, architecture: ReleasedArchitecture, report: Conve
         epoch=report.source.get("epoch"),
         head_note=head_note,
         base_model_metadata=f"base_model: {base_model}" if base_model.startswith("openai/") else "",
+        batchnorm_setting=(
+            "This folder was converted with `--released-eval`: its BatchNorms use batch statistics in evaluation."
+            if model.config.batchnorm_eval_statistics == "batch"
+            else "This folder evaluates with the running statistics (standard evaluation)."
+        ),
         metrics=markdown_table(metrics, ("metric", "value")) if metrics else "No accuracy is stored in the checkpoint.",
     )
     return context

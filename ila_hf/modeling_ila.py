@@ -1,8 +1,8 @@
 """PyTorch ILA: Implicit Learnable Alignment for video recognition (Tu et al., ICCV 2023).
 
-The code follows the numbered steps of `ILA_SPEC.md`. Notation: B videos, T frames, P = T - 1 adjacent frame pairs,
-S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first), D = vision width,
-E = projection dim, C = interaction channels (256), K = classes.
+The code follows the numbered steps of the repository's `docs/computation.md`. Notation: B videos, T frames,
+P = T - 1 adjacent frame pairs, S x S patch grid, N = S * S patch tokens, L = N + 1 tokens (class token first),
+D = vision width, E = projection dim, C = interaction channels (256), K = classes.
 
 This file imports only torch, transformers and `.configuration_ila`, so it travels as Hub remote code.
 """
@@ -23,6 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, eager_attention_forward
 from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_ila import ILAVideoConfig
 
@@ -33,7 +34,8 @@ class ILAVideoModelOutput(ModelOutput):
     Output of [`ILAVideoModel`].
 
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, sequence_length, hidden_size)`):
-        Tokens of the last encoder layer, before `post_layernorm`; the class token comes first.
+        Tokens of the last encoder layer, before `post_layernorm`; the class token comes first. The same tensor as
+        `hidden_states[-1]`.
     frame_embeds (`torch.FloatTensor` of shape `(batch_size, num_frames, projection_dim)`):
         Per-frame embeddings: `visual_projection(post_layernorm(class token))`.
     alignment_loss (`torch.FloatTensor` of shape `()`):
@@ -41,11 +43,14 @@ class ILAVideoModelOutput(ModelOutput):
     interactive_points (`torch.FloatTensor` of shape `(batch_size, num_layers, num_frames - 1, 2, 2)`):
         Interactive point of every adjacent frame pair: `[..., 0, :]` in the earlier frame, `[..., 1, :]` in the
         later one, as (x, y) on [-1, 1] where -1 and +1 are the centres of the first and last patch.
-    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-        Embedding output and every layer's output, each `(batch_size, num_frames, sequence_length, hidden_size)`.
-    attentions (`tuple(torch.FloatTensor)`, *optional*):
-        Attention weights of every layer, each `(batch_size * num_frames, num_heads, sequence_length,
-        sequence_length)`; needs `attn_implementation="eager"`.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The embedding output (after `pre_layrnorm`) and every encoder layer's output, `num_hidden_layers + 1`
+        tensors of shape `(batch_size, num_frames, sequence_length, hidden_size)`: the very tensors the encoder
+        passes from layer to layer (the alignment works on frame pairs, so the layers exchange this layout).
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        Spatial self-attention weights of every encoder layer, each `(batch_size * num_frames, num_heads,
+        sequence_length, sequence_length)`: CLIP's attention sees each frame as one sequence. Only attention
+        implementations that compute the weights return them (`attn_implementation="eager"`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -234,18 +239,43 @@ class ILAPointwiseConv(nn.Conv2d):
         return F.linear(maps.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
+class ILABatchNorm2d(nn.BatchNorm2d):
+    """
+    BatchNorm2d whose evaluation mode can normalise with the current batch's statistics, updating no running
+    statistics (`eval_statistics="batch"`, the released K400 evaluation); `"running"` is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, eval_statistics: str = "running"):
+        super().__init__(num_features)
+        self.eval_statistics = eval_statistics
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if self.training or self.eval_statistics == "running":
+            return super().forward(maps)
+        return F.batch_norm(maps, None, None, self.weight, self.bias, training=True, momentum=0.0, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, eval_statistics={self.eval_statistics}"
+
+
 class ILAConvBlock(nn.Sequential):
     """conv -> BatchNorm -> [2x2 max-pool] -> ReLU, the unit of the interaction block and the point predictor."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, max_pool: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        groups: int = 1,
+        max_pool: bool = False,
+        eval_statistics: str = "running",
     ):
         super().__init__()
         if kernel_size == 1 and groups == 1:
             self.conv = ILAPointwiseConv(in_channels, out_channels)
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups)
-        self.norm = nn.BatchNorm2d(out_channels)
+        self.norm = ILABatchNorm2d(out_channels, eval_statistics)
         if max_pool:
             self.pool = nn.MaxPool2d(2)
         self.act = nn.ReLU()
@@ -268,13 +298,17 @@ class ILAConvBlock(nn.Sequential):
 def build_interaction_block(config: ILAVideoConfig) -> nn.Sequential:
     """Step 3: (B*P, 2D, S, S) -> F: (B*P, C, S, S), in the released K400 ("depthwise") or SSv2 ("conv") form."""
     pair_channels, channels = 2 * config.hidden_size, config.interaction_channels
+    statistics = config.batchnorm_eval_statistics
     if config.interaction_variant == "depthwise":
         return nn.Sequential(
-            ILAConvBlock(pair_channels, pair_channels, 3, groups=pair_channels),
-            ILAConvBlock(pair_channels, channels, 1),
-            ILAConvBlock(channels, channels, 3),
+            ILAConvBlock(pair_channels, pair_channels, 3, groups=pair_channels, eval_statistics=statistics),
+            ILAConvBlock(pair_channels, channels, 1, eval_statistics=statistics),
+            ILAConvBlock(channels, channels, 3, eval_statistics=statistics),
         )
-    return nn.Sequential(ILAConvBlock(pair_channels, channels, 3), ILAConvBlock(channels, channels, 3))
+    return nn.Sequential(
+        ILAConvBlock(pair_channels, channels, 3, eval_statistics=statistics),
+        ILAConvBlock(channels, channels, 3, eval_statistics=statistics),
+    )
 
 
 class ILAPointPredictor(nn.Module):
@@ -282,10 +316,10 @@ class ILAPointPredictor(nn.Module):
 
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
-        channels = config.interaction_channels
+        channels, statistics = config.interaction_channels, config.batchnorm_eval_statistics
         self.spatial = nn.Sequential(
-            ILAConvBlock(channels, channels // 2, 3, max_pool=True),
-            ILAConvBlock(channels // 2, channels // 2, 3, max_pool=True),
+            ILAConvBlock(channels, channels // 2, 3, max_pool=True, eval_statistics=statistics),
+            ILAConvBlock(channels // 2, channels // 2, 3, max_pool=True, eval_statistics=statistics),
         )
         # Kernel-1 grouped convolutions over the pair axis: each half of the features predicts one frame's point.
         self.pair_fc1 = nn.Conv1d(channels // 2, channels // 4, 1, groups=2)
@@ -333,7 +367,6 @@ class ILAAlignment(nn.Module):
 
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
-        self.num_frames = config.num_frames
         self.grid_size = config.grid_size
         self.alignment_window = config.alignment_window
         self.alignment_slope = config.alignment_slope
@@ -371,11 +404,8 @@ class ILAAlignment(nn.Module):
         return masks.mean(dim=-3)
 
     def forward(self, messages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """messages a: (B*T, L, D) -> A: (B*T, L, D), I: (B*T, L, D), loss: (), points: (B, P, 2, 2)."""
-        batch_frames, num_tokens, hidden_size = messages.shape
-        num_frames, grid_size = self.num_frames, self.grid_size
-        batch_size = batch_frames // num_frames
-        messages = messages.view(batch_size, num_frames, num_tokens, hidden_size)
+        """messages a: (B, T, L, D) -> A: (B, T, L, D), I: (B, T, L, D), loss: (), points: (B, P, 2, 2)."""
+        batch_size, grid_size = messages.shape[0], self.grid_size
         class_tokens = messages[:, :, :1]  # (B, T, 1, D)
 
         # Step 2: patch tokens of each frame beside the next frame's, seen as row-major maps. The maps are
@@ -410,23 +440,18 @@ class ILAAlignment(nn.Module):
         later_pooled = torch.einsum("bpn,bpnd->bpd", later_masks, later_tokens)
         alignment_loss = (1 - F.cosine_similarity(earlier_pooled, later_pooled, dim=-1)).mean()
 
-        return (
-            aligned_tokens.reshape(batch_frames, num_tokens, hidden_size),
-            interaction_tokens.reshape(batch_frames, num_tokens, hidden_size),
-            alignment_loss,
-            points,
-        )
+        return aligned_tokens, interaction_tokens, alignment_loss, points
 
 
 class ILAClassTokenLinear(nn.Module):
-    """A Linear on the first (class) token of (batch, tokens, features); the other tokens pass through unchanged."""
+    """A Linear on the first (class) token of (..., tokens, features); the other tokens pass through unchanged."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.linear = linear
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.linear(tokens[:, :1]), tokens[:, 1:]], dim=1)
+        return torch.cat([self.linear(tokens[..., :1, :]), tokens[..., 1:, :]], dim=-2)
 
 
 class ILAEncoderLayer(ILATransformerLayer):
@@ -444,13 +469,17 @@ class ILAEncoderLayer(ILATransformerLayer):
         self.interaction_tokens_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, ...]:
-        """hidden_states: (B*T, L, D) -> (hidden_states, attn_weights, alignment_loss, points (B, P, 2, 2))."""
+        """
+        hidden_states: (B, T, L, D) -> (hidden_states (B, T, L, D), attn_weights (B*T, heads, L, L) or None,
+        alignment_loss (), points (B, P, 2, 2)).
+        """
         messages = self.message_ln(self.message_fc(hidden_states))  # step 1
         aligned_tokens, interaction_tokens, alignment_loss, points = self.alignment(messages)
         hidden_states = hidden_states + self.drop_path(self.aligned_tokens_proj(aligned_tokens))
         hidden_states = hidden_states + self.drop_path(self.interaction_tokens_proj(interaction_tokens))
-        hidden_states, attn_weights = super().forward(hidden_states, **kwargs)
-        return hidden_states, attn_weights, alignment_loss, points
+        # CLIP's layer sees every frame as one sequence: (B*T, L, D), a view.
+        frame_tokens, attn_weights = super().forward(hidden_states.flatten(0, 1), **kwargs)
+        return frame_tokens.view_as(hidden_states), attn_weights, alignment_loss, points
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
@@ -480,12 +509,25 @@ class ILAEncoderLayer(ILATransformerLayer):
 
 
 class ILAEncoder(nn.Module):
+    """The ILA encoder layers, with drop-path rates rising linearly from 0 to `config.drop_path_rate`."""
+
     def __init__(self, config: ILAVideoConfig):
         super().__init__()
         # On the CPU explicitly, so that the model also builds under `torch.device("meta")` (cost counting).
         drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
         self.layers = nn.ModuleList([ILAEncoderLayer(config, rate) for rate in drop_path_rates])
-        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        hidden_states: (B, T, L, D) -> last layer's tokens (B, T, L, D), summed alignment loss (), interactive points
+        of every layer (B, layers, P, 2, 2).
+        """
+        alignment_losses, layer_points = [], []
+        for layer in self.layers:
+            hidden_states, _, alignment_loss, points = layer(hidden_states, **kwargs)
+            alignment_losses.append(alignment_loss)
+            layer_points.append(points)
+        return hidden_states, torch.stack(alignment_losses).sum(), torch.stack(layer_points, dim=1)
 
 
 class ILAPreTrainedModel(PreTrainedModel):
@@ -499,6 +541,9 @@ class ILAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # `capture_outputs` (on ILAVideoModel.forward) records these by forward hooks: every encoder layer's output (and
+    # the first layer's input) as hidden states, the attention weights of the attention modules inside the encoder.
+    _can_record_outputs = {"hidden_states": ILAEncoderLayer, "attentions": ILAAttention}
     is_fused = False  # set by `fuse_for_inference`
 
     def train(self, mode: bool = True):
@@ -590,6 +635,12 @@ class ILAVideoModel(ILAPreTrainedModel):
                 "fuse_for_inference() folds BatchNorm's running statistics, so it is for evaluation only; call "
                 "model.eval() first."
             )
+        if self.config.batchnorm_eval_statistics != "running":
+            raise ValueError(
+                "fuse_for_inference() folds BatchNorm's running statistics into the convs, but this model evaluates "
+                f"with batchnorm_eval_statistics={self.config.batchnorm_eval_statistics!r} (the released K400 "
+                "evaluation); load it with batchnorm_eval_statistics='running' to fuse."
+            )
         if not self.is_fused:
             for layer in self.encoder.layers:
                 layer.fuse_for_inference()
@@ -627,49 +678,26 @@ class ILAVideoModel(ILAPreTrainedModel):
                 "videos to match (ILAVideoProcessor does)."
             )
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> ILAVideoModelOutput:
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> ILAVideoModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Normalised video frames, e.g. from [`ILAVideoProcessor`].
+        output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
+            As in every transformers model; see [`ILAVideoModelOutput`] for the shapes.
         """
         self.check_pixel_values(pixel_values)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         batch_size, num_frames = pixel_values.shape[:2]
-        unfold_frames = lambda tokens: tokens.unflatten(0, (batch_size, num_frames))  # noqa: E731
-
         hidden_states = self.pre_layrnorm(self.embeddings(pixel_values.flatten(0, 1)))  # (B*T, L, D)
-        all_hidden_states = (unfold_frames(hidden_states),) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        alignment_losses, layer_points = [], []
-        for layer in self.encoder.layers:
-            hidden_states, attn_weights, alignment_loss, points = layer(
-                hidden_states, output_attentions=output_attentions, **kwargs
-            )
-            alignment_losses.append(alignment_loss)
-            layer_points.append(points)
-            if output_hidden_states:
-                all_hidden_states += (unfold_frames(hidden_states),)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-
-        frame_embeds = self.visual_projection(self.post_layernorm(hidden_states[:, 0]))  # (B*T, E)
+        last_hidden_state, alignment_loss, interactive_points = self.encoder(
+            hidden_states.unflatten(0, (batch_size, num_frames)), **kwargs
+        )
+        frame_embeds = self.visual_projection(self.post_layernorm(last_hidden_state[:, :, 0]))  # (B, T, E)
         return ILAVideoModelOutput(
-            last_hidden_state=unfold_frames(hidden_states),
-            frame_embeds=unfold_frames(frame_embeds),
-            alignment_loss=torch.stack(alignment_losses).sum(),
-            interactive_points=torch.stack(layer_points, dim=1),
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            last_hidden_state=last_hidden_state,
+            frame_embeds=frame_embeds,
+            alignment_loss=alignment_loss,
+            interactive_points=interactive_points,
         )
 
 
@@ -864,6 +892,14 @@ class ILAForVideoClassification(ILAPreTrainedModel):
     def set_jitter_delta(self, delta: float) -> None:
         self.ila.set_jitter_delta(delta)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As `PreTrainedModel.save_pretrained`; a remote-code folder also maps `AutoModel` to the video encoder."""
+        if self._auto_class is not None:
+            module = type(self.ila).__module__.rsplit(".", 1)[-1]
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(self.ila).__name__}"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def is_fused(self) -> bool:
         return self.ila.is_fused
@@ -916,26 +952,17 @@ class ILAForVideoClassification(ILAPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
     ) -> ILAVideoClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Normalised video frames, e.g. from [`ILAVideoProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size,)` or `torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Class indices, or soft targets (mixup / cutmix / label smoothing) summing to 1 per row.
+        output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
+            As in every transformers model; the video encoder's, see [`ILAVideoModelOutput`] for the shapes.
         """
-        outputs = self.ila(
-            pixel_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = self.ila(pixel_values, return_dict=True, **kwargs)
         video_embeds = self.mit(outputs.frame_embeds).mean(dim=1)  # (B, E)
         logits = self.head(video_embeds, outputs.last_hidden_state[:, :, 1:])
 

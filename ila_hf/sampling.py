@@ -4,8 +4,8 @@ Pure functions from the video length, the plan's parameters and (for random plan
 ``numpy.random.Generator`` to ``int64`` frame indices. No I/O; decoding the indices is
 ``video_io.load_video``'s job.
 
-Two plans, as in the released ILA recipe (see ``ILA_SPEC.md``, "Frame sampling, exactly as
-released"):
+Two plans, as in the released ILA recipe (see ``docs/computation.md``, "Notes on the released
+evaluation"):
 
 - ``"segment"`` (TSN): the video is cut into ``num_frames`` equal segments and one frame is taken
   from each. This is what every released checkpoint was trained and evaluated with.

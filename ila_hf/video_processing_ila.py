@@ -221,12 +221,15 @@ class ILAVideoProcessor(BaseVideoProcessor):
         Args:
             metadata (`VideoMetadata`): needs `total_num_frames`.
             num_frames (`int`, *optional*): frames per view, defaults to `self.num_frames`.
-            fps: not supported (ILA sees a fixed number of frames); must be None.
+            fps: refused. The model takes exactly `config.num_frames` frames per clip (the MIT has one position
+                embedding per frame), a count that sampling at a frame rate cannot guarantee; pass `num_frames`.
             sampling, frame_interval, num_clips: default to the processor's attributes.
         """
         if fps is not None:
             raise ValueError(
-                f"ILA samples a fixed number of frames per clip (`num_frames`); `fps={fps}` sampling is not supported."
+                f"`fps={fps}` sampling is not supported: an ILA model takes exactly num_frames frames per clip (its "
+                f"config.num_frames), which a frame rate cannot guarantee; leave fps unset and pass "
+                f"num_frames=<the model's config.num_frames> (this processor's default is {self.num_frames})."
             )
         return sample_frame_indices(
             metadata.total_num_frames,

@@ -63,8 +63,11 @@ def linear(x, sd, prefix, bias=True):
     return F.linear(x, sd[f"{prefix}.weight"], sd[f"{prefix}.bias"] if bias else None)
 
 
-def batch_norm(x, sd, prefix):
-    """Eval-mode BatchNorm: normalise with the stored running statistics."""
+def batch_norm(x, sd, prefix, batch_statistics=False):
+    """Eval-mode BatchNorm: normalise with the stored running statistics, or (``batch_statistics``, as the authors'
+    K400 evaluation did after its first batch) with the statistics of ``x`` itself."""
+    if batch_statistics:
+        return F.batch_norm(x, None, None, sd[f"{prefix}.weight"], sd[f"{prefix}.bias"], True, 0.0, BATCH_NORM_EPS)
     return F.batch_norm(
         x,
         sd[f"{prefix}.running_mean"],
@@ -155,7 +158,7 @@ def alignment_mask(points, grid_size):
     return weight_y.unsqueeze(-1) * weight_x.unsqueeze(-2)
 
 
-def interaction_block(pair_maps, sd, prefix, variant):
+def interaction_block(pair_maps, sd, prefix, variant, batch_statistics=False):
     """Step 3: (B*P, 2D, S, S) -> F (B*P, 256, S, S)."""
     x = pair_maps
     if variant == "k400":
@@ -163,28 +166,28 @@ def interaction_block(pair_maps, sd, prefix, variant):
         channels = x.shape[1]
         depthwise = f"{block}.depthwise_conv.0"
         x = F.conv2d(x, sd[f"{depthwise}.weight"], sd[f"{depthwise}.bias"], padding=1, groups=channels)
-        x = F.relu(batch_norm(x, sd, f"{block}.depthwise_conv.1"))
+        x = F.relu(batch_norm(x, sd, f"{block}.depthwise_conv.1", batch_statistics))
         x = F.conv2d(x, sd[f"{block}.pointwise_conv.0.weight"], sd[f"{block}.pointwise_conv.0.bias"])
-        x = F.relu(batch_norm(x, sd, f"{block}.pointwise_conv.1"))
+        x = F.relu(batch_norm(x, sd, f"{block}.pointwise_conv.1", batch_statistics))
         x = F.conv2d(x, sd[f"{prefix}.interactive_block.1.weight"], sd[f"{prefix}.interactive_block.1.bias"], padding=1)
-        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.2"))
+        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.2", batch_statistics))
     elif variant == "ssv2":
         x = F.conv2d(x, sd[f"{prefix}.interactive_block.0.weight"], sd[f"{prefix}.interactive_block.0.bias"], padding=1)
-        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.1"))
+        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.1", batch_statistics))
         x = F.conv2d(x, sd[f"{prefix}.interactive_block.3.weight"], sd[f"{prefix}.interactive_block.3.bias"], padding=1)
-        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.4"))
+        x = F.relu(batch_norm(x, sd, f"{prefix}.interactive_block.4", batch_statistics))
     else:
         raise ValueError(variant)
     return x
 
 
-def predict_points(features, sd, prefix, batch_size, num_pairs):
+def predict_points(features, sd, prefix, batch_size, num_pairs, batch_statistics=False):
     """Step 4: F (B*P, 256, S, S) -> interactive points (B, P, 4) in [-0.75, 0.75]."""
     block = f"{prefix}.prediction_block"
     x = F.conv2d(features, sd[f"{block}.0.weight"], sd[f"{block}.0.bias"], padding=1)
-    x = F.relu(F.max_pool2d(batch_norm(x, sd, f"{block}.1"), 2))  # conv, BN, 2x2 max-pool, ReLU
+    x = F.relu(F.max_pool2d(batch_norm(x, sd, f"{block}.1", batch_statistics), 2))  # conv, BN, 2x2 max-pool, ReLU
     x = F.conv2d(x, sd[f"{block}.4.weight"], sd[f"{block}.4.bias"], padding=1)
-    x = F.relu(F.max_pool2d(batch_norm(x, sd, f"{block}.5"), 2))
+    x = F.relu(F.max_pool2d(batch_norm(x, sd, f"{block}.5", batch_statistics), 2))
     x = x.amax(dim=(2, 3))  # global max-pool -> (B*P, 128)
     x = x.reshape(batch_size, num_pairs, POINT_CHANNELS).permute(0, 2, 1)  # (B, 128, P)
     x = F.relu(F.conv1d(x, sd[f"{block}.10.weight"], sd[f"{block}.10.bias"], groups=2))
@@ -210,7 +213,7 @@ def merge_pairs_into_frames(from_prev, from_next):
     return torch.stack(frames, dim=1)
 
 
-def ila_layer(x, sd, prefix, num_frames, variant):
+def ila_layer(x, sd, prefix, num_frames, variant, batch_statistics=False):
     """Steps 1-9 for one encoder layer. x (B*T, L, D) -> (x, points (B, P, 4), alignment loss)."""
     bt, length, width = x.shape
     batch_size, T = bt // num_frames, num_frames
@@ -229,10 +232,12 @@ def ila_layer(x, sd, prefix, num_frames, variant):
     next_maps = to_maps(message[:, 1:])
 
     # Step 3: interaction block on [prev, next] stacked along channels
-    features = interaction_block(torch.cat([prev_maps, next_maps], dim=1), sd, f"{prefix}.message_attn", variant)
+    features = interaction_block(
+        torch.cat([prev_maps, next_maps], dim=1), sd, f"{prefix}.message_attn", variant, batch_statistics
+    )
 
     # Step 4: interactive points
-    points = predict_points(features, sd, f"{prefix}.message_attn", batch_size, P)
+    points = predict_points(features, sd, f"{prefix}.message_attn", batch_size, P, batch_statistics)
 
     # Step 5: interaction tokens I
     hidden = POINT_CHANNELS  # F_prev = F[:, :128], F_next = F[:, 128:]
@@ -364,7 +369,7 @@ def detect_variant(sd):
 
 
 @torch.no_grad()
-def reference_forward(sd, pixel_values, class_token_ids=None, class_embeddings=None):
+def reference_forward(sd, pixel_values, class_token_ids=None, class_embeddings=None, batch_statistics=False):
     """Eval-mode ILA forward on the raw released state dict.
 
     Args:
@@ -372,6 +377,7 @@ def reference_forward(sd, pixel_values, class_token_ids=None, class_embeddings=N
         pixel_values: (B, T, 3, H, W), already normalised.
         class_token_ids: (K, 77) token ids of the class names (K400 head), e.g. from
             ``tokenize_class_names``; or give ``class_embeddings`` (K, E) directly.
+        batch_statistics: BatchNorm on the current batch's statistics instead of the running ones.
     """
     sd = {key: value.float() if value.is_floating_point() else value for key, value in sd.items()}
     variant = detect_variant(sd)
@@ -383,7 +389,9 @@ def reference_forward(sd, pixel_values, class_token_ids=None, class_embeddings=N
     x = patch_embeddings(pixel_values.flatten(0, 1), sd)
     points, losses = [], []
     for i in range(count_blocks(sd, "visual.transformer.resblocks.")):
-        x, layer_points, layer_loss = ila_layer(x, sd, f"visual.transformer.resblocks.{i}", num_frames, variant)
+        x, layer_points, layer_loss = ila_layer(
+            x, sd, f"visual.transformer.resblocks.{i}", num_frames, variant, batch_statistics
+        )
         points.append(layer_points)
         losses.append(layer_loss)
 

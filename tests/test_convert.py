@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForVideoClassification, CLIPTokenizer
 
 import ila_hf.convert
+from ila_hf.cli import main as cli_main
 from ila_hf.convert import (
     CheckpointConversionError,
     convert_checkpoint,
@@ -130,6 +131,28 @@ def test_converted_model_reproduces_the_reference_logits_points_and_loss(convert
     torch.testing.assert_close(points, torch.stack(expected.interactive_points, dim=1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(output.alignment_loss, expected.alignment_loss, atol=1e-5, rtol=1e-5)
     assert expected.logits.std() > 0.1 and points.std() > 0.05  # a meaningful comparison, not all zeros
+
+
+def test_released_eval_flag_reproduces_the_released_k400_evaluation(tmp_path, clip_tokenizer_dir):
+    checkpoint = tmp_path / "k400.pth"
+    state_dict = write_released_checkpoint(checkpoint, "k400", **SIZES["k400"])
+    frames, size = SIZES["k400"]["num_frames"], SIZES["k400"]["image_size"]
+    arguments = ["convert", str(checkpoint), str(tmp_path / "out"), "--variant", "k400", "--num-frames", str(frames)]
+    assert cli_main([*arguments, "--clip-text", str(clip_tokenizer_dir), "--released-eval"]) == 0
+
+    model = AutoModelForVideoClassification.from_pretrained(tmp_path / "out").eval()
+    pixel_values = torch.randn(3, frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    tokenizer = CLIPTokenizer.from_pretrained(clip_tokenizer_dir)
+    class_token_ids = tokenize_class_names(released_class_names("k400"), tokenizer)
+    with torch.no_grad():
+        logits = model(pixel_values).logits
+    expected = reference_forward(state_dict, pixel_values, class_token_ids, batch_statistics=True).logits
+    standard = reference_forward(state_dict, pixel_values, class_token_ids).logits
+
+    assert model.config.batchnorm_eval_statistics == "batch"
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    assert (expected - standard).abs().max() > 1e-3
+    assert "converted with `--released-eval`" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_saved_folder_loads_with_every_weight_present(converted):

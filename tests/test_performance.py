@@ -111,7 +111,7 @@ def test_encoder_layer_compiles_with_inductor_in_training_mode(frozen_clip):
     layer = ILAEncoderLayer(config).train()
     for clip_part in (layer.self_attn, layer.layer_norm1, layer.mlp, layer.layer_norm2):
         clip_part.requires_grad_(not frozen_clip)  # frozen: the MLP's hidden activations are recomputed
-    hidden_states = torch.randn(3, 17, 32, requires_grad=True)
+    hidden_states = torch.randn(1, 3, 17, 32, requires_grad=True)  # (B, T, L, D)
     compiled = torch.compile(layer, fullgraph=True)
     outputs, _, alignment_loss, _ = compiled(hidden_states)
     (outputs.sum() + alignment_loss).backward()

@@ -1,4 +1,4 @@
-"""Frame sampling plans against the released rules (ILA_SPEC.md, "Frame sampling, exactly as released")."""
+"""Frame sampling plans against the released rules (docs/computation.md, "Notes on the released evaluation")."""
 
 import numpy as np
 import pytest

@@ -230,7 +230,9 @@ def test_views_need_frame_sampling():
 
 
 def test_fps_sampling_is_refused(clip_mp4):
-    with pytest.raises(ValueError, match=r"`fps=2` sampling is not supported"):
+    with pytest.raises(ValueError, match=r"`fps=2` sampling is not supported: an ILA model takes exactly num_frames.*"
+                       r"leave fps unset and pass num_frames=<the model's config.num_frames> \(this processor's "
+                       r"default is 8\)"):
         ILAVideoProcessor()(str(clip_mp4), num_frames=None, fps=2)
 
 
