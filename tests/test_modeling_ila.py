@@ -14,6 +14,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from torch.nn import functional as F
 from transformers import (
     AutoConfig,
+    AutoModelForVideoClassification,
     CLIPConfig,
     CLIPModel,
     CLIPTextConfig,
