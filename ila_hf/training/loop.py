@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -38,6 +38,7 @@ from ..data import (
     VideoProcessorTransform,
     build_dataset,
 )
+from ..hub import HubPushError, check_push_access
 from ..inference import view_probabilities
 from ..modeling_ila import ILAForVideoClassification
 from ..transforms import EvalClipTransform, TrainClipTransform
@@ -142,6 +143,8 @@ def _set_up(config: TrainingConfig) -> _Run:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     set_seed(config.seed)
+    if config.push_to_hub:
+        _check_push_access(accelerator, config)
     if config.export == "best" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(
             f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
@@ -201,6 +204,20 @@ def _set_up(config: TrainingConfig) -> _Run:
         window=StepWindow(model),
         losses=_RunningLosses(),
     )
+
+
+def _check_push_access(accelerator: Accelerator, config: TrainingConfig) -> None:
+    """Before any work: can the upload at the end succeed? Checked on the main process; every process raises the
+    same `HubPushError`, so that none waits for the others in a collective."""
+    refusal = [None]
+    if accelerator.is_main_process:
+        try:
+            check_push_access(config.push_to_hub, token=config.hub_token, private=config.hub_private)
+        except HubPushError as error:
+            refusal = [str(error)]
+    refusal = broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise HubPushError(refusal[0])
 
 
 def _training_loader(config: TrainingConfig, dataset, num_labels: int) -> DataLoader:
