@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 
@@ -198,8 +198,9 @@ class HubPushError(PermissionError):
     access to the repo's namespace."""
 
 
-# Failures to reach the Hub at all (offline mode, no connection, time-outs), as opposed to the Hub's answers.
-_HUB_UNREACHABLE = (OfflineModeIsEnabled, ConnectionError, TimeoutError, _TransportError)
+# Failures to reach the Hub at all (offline mode raises OfflineModeIsEnabled, a ConnectionError; no connection; a
+# time-out), as opposed to the Hub's answers.
+_HUB_UNREACHABLE = (ConnectionError, TimeoutError, _TransportError)
 
 
 def check_push_access(
@@ -207,11 +208,12 @@ def check_push_access(
 ) -> bool:
     """
     Before a run that ends in an upload to `repo_id`, make sure the upload can succeed, as `Trainer` does when it
-    starts: validate the repo id, check the token (`whoami`), create the repo (`exist_ok=True`, so an existing one is
-    kept) and check that the token may write to the repo's namespace.
+    starts: validate the repo id, check the token (`whoami`) and its write access to the repo's namespace, and create
+    the repo (`exist_ok=True`, so an existing one is kept).
 
-    Returns True when the Hub confirmed all of it, False when the Hub cannot be reached (offline mode, no connection):
-    a warning then says that the upload is left to the end of the run, where it is retried.
+    Returns True when the Hub confirmed all of it, False when the Hub cannot answer now (offline mode, no connection,
+    rate limit or server error): a warning then says that the upload is left to the end of the run, where it is
+    retried.
 
     Raises:
         HubPushError: the upload could not succeed (the message says why and what to do).
@@ -223,29 +225,30 @@ def check_push_access(
     api = api or HfApi(token=token)
     try:
         user = api.whoami()
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    except _HUB_UNREACHABLE as error:
-        logger.warning(
-            "The Hub cannot be reached now (%s: %s): access to %s is not checked; the upload at the end of the run "
-            "will be retried.",
-            type(error).__name__,
-            str(error).splitlines()[0] if str(error) else "",
-            repo_id,
-        )
-        return False
+        denial = _write_access_denial(user, repo_id)
+        if denial is None:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     except LocalTokenNotFoundError as error:
         raise HubPushError(
             f"Cannot push to the Hub repo {repo_id!r}: no Hub token found; log in with `hf auth login`, set HF_TOKEN "
             "or give a token with write access (hub_token / --hub-token)."
         ) from error
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else "no status"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except (*_HUB_UNREACHABLE, HfHubHTTPError) as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not isinstance(error, HfHubHTTPError) or status == 429 or (status or 0) >= 500:
+            logger.warning(
+                "The Hub cannot be reached now (%s: %s): access to %s is not checked; the upload at the end of the "
+                "run will be retried.",
+                type(error).__name__,
+                message,
+                repo_id,
+            )
+            return False
         raise HubPushError(
-            f"Cannot push to the Hub repo {repo_id!r}: the Hub refused ({status}: {first_line}); check the repo id and "
+            f"Cannot push to the Hub repo {repo_id!r}: the Hub refused ({status}: {message}); check the repo id and "
             "give a token with write access (hub_token / --hub-token, or `hf auth login`)."
         ) from error
-    denial = _write_access_denial(user, repo_id)
     if denial is not None:
         raise HubPushError(
             f"Cannot push to the Hub repo {repo_id!r}: {denial}; give a token with write access to it "

@@ -274,22 +274,23 @@ def test_push_access_check_creates_the_repo_once_the_token_may_write(monkeypatch
             None,
             "no Hub token found; log in with `hf auth login`",
         ),
+        ("google/ila-tiny", lambda self: WRITE_TOKEN_USER, None, "someone is not a member of google"),
         (
-            "google/ila-tiny",
-            lambda self: WRITE_TOKEN_USER,
-            _raises(_hub_refusal(403, "You don't have the rights to create a model under the namespace google")),
+            "lab/ila-tiny",
+            lambda self: {**WRITE_TOKEN_USER, "orgs": [{"name": "lab", "roleInOrg": "contributor"}]},
+            _raises(_hub_refusal(403, "You don't have the rights to create a model under the namespace lab")),
             "the Hub refused (403: You don't have the rights",
         ),
         (
             "someone/ila-tiny",
             lambda self: {**WRITE_TOKEN_USER, "auth": {"accessToken": {"role": "read"}}},
-            lambda self, *args, **kwargs: None,
+            None,
             "the token of someone is read-only; give a token with write access to it",
         ),
         (
             "lab/ila-tiny",
             lambda self: {**WRITE_TOKEN_USER, "orgs": [{"name": "lab", "roleInOrg": "read"}]},
-            lambda self, *args, **kwargs: None,
+            None,
             "someone has only the read role in lab",
         ),
         (
@@ -305,11 +306,11 @@ def test_push_access_check_creates_the_repo_once_the_token_may_write(monkeypatch
                     }
                 },
             },
-            lambda self, *args, **kwargs: None,
+            None,
             "the fine-grained token of someone has no write permission (repo.write) on someone",
         ),
     ],
-    ids=["invalid-id", "refused-token", "no-token", "foreign-namespace", "read-token", "read-role", "fine-grained"],
+    ids=["bad-id", "bad-token", "no-token", "not-member", "repo-refused", "read-token", "read-role", "fine-grained"],
 )
 def test_push_access_check_fails_at_once_when_the_upload_could_not_succeed(
     monkeypatch, repo_id, whoami, create_repo, message
@@ -340,8 +341,12 @@ def test_push_access_check_passes_with_write_access_through_an_organisation_or_f
 
 @pytest.mark.parametrize(
     "error",
-    [OfflineModeIsEnabled("offline mode is enabled"), httpx2.ConnectError("Name or service not known")],
-    ids=["HF_HUB_OFFLINE", "no-connection"],
+    [
+        OfflineModeIsEnabled("offline mode is enabled"),
+        httpx2.ConnectError("Name or service not known"),
+        _hub_refusal(503, "Service Unavailable"),
+    ],
+    ids=["HF_HUB_OFFLINE", "no-connection", "server-error"],
 )
 def test_push_access_check_offline_warns_that_the_upload_is_left_to_the_end(monkeypatch, caplog, error):
     monkeypatch.setattr(HfApi, "whoami", _raises(error))
