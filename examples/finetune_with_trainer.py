@@ -20,7 +20,13 @@ What the recipe needs beyond a plain `Trainer` call, and where it lives here:
   Trainer adds its cosine schedule with warm-up on top of every group's learning rate;
 - align decay and per-epoch clip sampling: `EpochCallback.on_epoch_begin`;
 - the alignment loss in the training logs: `LossPartsCallback` (a forward hook plus `on_log`); in evaluation the
-  model's `alignment_loss` output reaches `compute_metrics`, which reports it next to top-1 / top-5.
+  model's `alignment_loss` output reaches `compute_metrics`, which reports it next to top-1 / top-5;
+- a servable model: the video processor goes to the Trainer as `processing_class`, so every `save_model`, checkpoint
+  and `trainer.push_to_hub` holds it next to the weights, config and code; at the end `ila_hf.hub.export_model` writes
+  `--output-dir` as a complete folder (weights, config with the class names, video processor, the code that
+  `trust_remote_code` loads, and a model card with the run's numbers), which `pipeline("video-classification")`,
+  `AutoVideoProcessor` and `ila-hf predict --model OUTPUT_DIR` load. (`trainer.push_to_hub` would replace that model
+  card with the Trainer's generic one; `ila_hf.hub.push_to_hub_in_background(OUTPUT_DIR, repo_id)` keeps it.)
 
 For the accelerate loop with exact resume, multi-view evaluation and Hub export, see train_with_accelerate.py.
 """
@@ -29,14 +35,16 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ila_hf import ILAForVideoClassification
+from ila_hf import ILAForVideoClassification, ILAVideoProcessor
 from ila_hf.data import MixupCutmix, VideoClassificationCollator, VideoClipTransform, build_dataset, num_examples
+from ila_hf.hub import export_model, model_card_context
 from ila_hf.training import TrainingConfig, build_optimizer, jitter_delta, top_k_accuracy
 from ila_hf.transforms import EvalClipTransform, TrainClipTransform
 
@@ -117,6 +125,53 @@ def streaming_max_steps(dataset, args: argparse.Namespace) -> int:
     return math.ceil(steps_per_epoch * args.epochs)
 
 
+def export_servable_model(
+    trainer: Trainer,
+    video_processor: ILAVideoProcessor,
+    args: argparse.Namespace,
+    num_train_videos: int | None,
+    eval_metrics: dict[str, float],
+) -> None:
+    """Write `args.output_dir` as a complete `from_pretrained` folder with `ila_hf.hub.export_model`: weights, config,
+    video processor, remote code and a model card with the run's data, settings and validation metrics."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process: gathers FSDP / DeepSpeed shards
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    training_args = trainer.args
+    card = model_card_context(
+        model,
+        model_id=str(Path(args.output_dir).resolve()),
+        base_model=args.clip_model,
+        train_data=args.train_data,
+        num_train_videos=num_train_videos if num_train_videos is not None else "unknown",
+        validation_data=args.validation_data or "none",
+        num_validation_videos=eval_metrics.get("eval_num_samples", 0),
+        hyperparameters={
+            "trainer": "transformers Trainer (examples/finetune_with_trainer.py)",
+            "frames": args.num_frames,
+            "epochs": args.epochs if args.max_steps <= 0 else f"{args.max_steps} steps",
+            "batch size per device": args.batch_size,
+            "gradient accumulation": args.gradient_accumulation_steps,
+            "total batch size": args.batch_size * args.gradient_accumulation_steps * training_args.world_size,
+            "schedule": f"cosine after {args.warmup_steps} warm-up steps",
+            "mixed precision": args.mixed_precision,
+            "seed": args.seed,
+        },
+        metrics={
+            f"validation {name}": eval_metrics[f"eval_{name}"]
+            for name in ("top1", "top5", "loss", "alignment_loss")
+            if f"eval_{name}" in eval_metrics
+        },
+        compute={
+            "device": f"{training_args.world_size} x {training_args.device.type}",
+            "optimizer steps": trainer.state.global_step,
+            "epochs": round(trainer.state.epoch or 0, 2),
+        },
+    )
+    export_model(model, args.output_dir, video_processor=video_processor, card_context=card, state_dict=state_dict)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip-model", required=True, help="CLIP checkpoint (folder or Hub id)")
@@ -169,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train_dataset = build_dataset(args.train_data, label_names=args.label_names, split=args.split, **sources)
     label_names = train_dataset.features["label"].names
+    num_train_videos = num_examples(train_dataset)
     max_steps = streaming_max_steps(train_dataset, args) if args.streaming and args.max_steps <= 0 else args.max_steps
     model = ILAForVideoClassification.from_clip(
         args.clip_model, num_frames=args.num_frames, head=args.head, id2label=dict(enumerate(label_names))
@@ -176,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.head == "text":
         model.set_class_names(label_names, args.clip_model)
     image_size = model.config.image_size
+    video_processor = ILAVideoProcessor.for_config(model.config)  # the evaluation preprocessing, saved with the model
 
     train_clips = VideoClipTransform(TrainClipTransform(image_size), args.num_frames, training=True, seed=args.seed)
     train_dataset = with_clips(train_dataset, train_clips)
@@ -222,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
+        processing_class=video_processor,  # saved by save_model, in checkpoints and by push_to_hub
         optimizers=(build_optimizer(model, recipe), None),
         compute_metrics=compute_metrics,
         callbacks=[
@@ -231,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train_metrics = trainer.train(ignore_keys_for_eval=IGNORE_KEYS_FOR_EVAL).metrics
     eval_metrics = trainer.evaluate(ignore_keys=IGNORE_KEYS_FOR_EVAL) if eval_dataset is not None else {}
-    trainer.save_model()
+    export_servable_model(trainer, video_processor, args, num_train_videos, eval_metrics)
     return {"train": train_metrics, "eval": eval_metrics, "log_history": trainer.state.log_history}
 
 

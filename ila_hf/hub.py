@@ -2,9 +2,11 @@
 
 `export_model` writes everything a user needs into one folder: the weights (safetensors), the config, the video
 processor, the Python files that `trust_remote_code` loads, and a model card filled with the run's data,
-hyper-parameters and metrics. `push_to_hub_in_background` then uploads that finished folder from a worker thread,
-retrying with exponential backoff; a failed upload is logged and reported in the returned status, never raised, so
-it cannot stop or lose a training run, and a hanging one cannot keep the process alive (the thread is a daemon).
+hyper-parameters and metrics. `check_push_access`, called before a run, fails at once when the upload at its end could
+not succeed (a bad repo id or token, no write access). `push_to_hub_in_background` then uploads the finished folder
+from a worker thread, retrying with exponential backoff; a failed upload is logged and reported in the returned status,
+never raised, so it cannot stop or lose a training run, and a hanging one cannot keep the process alive (the thread is
+a daemon).
 """
 
 import concurrent.futures
@@ -18,6 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+
+try:  # the HTTP client of huggingface_hub 2, then of 1
+    from httpx2 import TransportError as _TransportError
+except ImportError:
+    from httpx import TransportError as _TransportError
 
 
 logger = logging.getLogger(__name__)
@@ -183,6 +193,95 @@ def export_model(
 
 
 # ------------------------------------------------------------------------------------------------------ upload
+class HubPushError(PermissionError):
+    """The Hub repo to push to cannot take the upload: an invalid repo id, no token, a refused token, or no write
+    access to the repo's namespace."""
+
+
+# Failures to reach the Hub at all (offline mode raises OfflineModeIsEnabled, a ConnectionError; no connection; a
+# time-out), as opposed to the Hub's answers.
+_HUB_UNREACHABLE = (ConnectionError, TimeoutError, _TransportError)
+
+
+def check_push_access(
+    repo_id: str, *, token: str | None = None, private: bool = False, api: HfApi | None = None
+) -> bool:
+    """
+    Before a run that ends in an upload to `repo_id`, make sure the upload can succeed, as `Trainer` does when it
+    starts: validate the repo id, check the token (`whoami`) and its write access to the repo's namespace, and create
+    the repo (`exist_ok=True`, so an existing one is kept).
+
+    Returns True when the Hub confirmed all of it, False when the Hub cannot answer now (offline mode, no connection,
+    rate limit or server error): a warning then says that the upload is left to the end of the run, where it is
+    retried.
+
+    Raises:
+        HubPushError: the upload could not succeed (the message says why and what to do).
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubPushError(f"Cannot push to the Hub repo {repo_id!r}: {error}") from error
+    api = api or HfApi(token=token)
+    try:
+        user = api.whoami()
+        denial = _write_access_denial(user, repo_id)
+        if denial is None:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    except LocalTokenNotFoundError as error:
+        raise HubPushError(
+            f"Cannot push to the Hub repo {repo_id!r}: no Hub token found; log in with `hf auth login`, set HF_TOKEN "
+            "or give a token with write access (hub_token / --hub-token)."
+        ) from error
+    except (*_HUB_UNREACHABLE, HfHubHTTPError) as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not isinstance(error, HfHubHTTPError) or status == 429 or (status or 0) >= 500:
+            logger.warning(
+                "The Hub cannot be reached now (%s: %s): access to %s is not checked; the upload at the end of the "
+                "run will be retried.",
+                type(error).__name__,
+                message,
+                repo_id,
+            )
+            return False
+        raise HubPushError(
+            f"Cannot push to the Hub repo {repo_id!r}: the Hub refused ({status}: {message}); check the repo id and "
+            "give a token with write access (hub_token / --hub-token, or `hf auth login`)."
+        ) from error
+    if denial is not None:
+        raise HubPushError(
+            f"Cannot push to the Hub repo {repo_id!r}: {denial}; give a token with write access to it "
+            "(hub_token / --hub-token, or `hf auth login`)."
+        )
+    logger.info("Hub repo %s is ready for the upload at the end of the run (as %s).", repo_id, user.get("name"))
+    return True
+
+
+def _write_access_denial(user: Mapping[str, Any], repo_id: str) -> str | None:
+    """Why `whoami`'s answer `user` may not write to `repo_id`, or None. Decides only on what the answer states."""
+    name = user.get("name")
+    namespace = repo_id.split("/")[0] if "/" in repo_id else name
+    access_token = user.get("auth", {}).get("accessToken", {})
+    role = access_token.get("role")
+    if role == "read":
+        return f"the token of {name} is read-only"
+    if role == "fineGrained":
+        scoped = access_token.get("fineGrained", {}).get("scoped", [])
+        if not any(
+            entry.get("entity", {}).get("name") in (namespace, repo_id) and "repo.write" in entry.get("permissions", [])
+            for entry in scoped
+        ):
+            return f"the fine-grained token of {name} has no write permission (repo.write) on {namespace}"
+    if namespace != name:
+        organization = next((org for org in user.get("orgs", []) if org.get("name") == namespace), None)
+        if organization is None:
+            return f"{name} is not a member of {namespace}"
+        if organization.get("roleInOrg") == "read":
+            return f"{name} has only the read role in {namespace}"
+    return None
+
+
 @dataclass
 class UploadStatus:
     """Outcome of one background upload."""
@@ -318,8 +417,10 @@ def push_to_hub_in_background(
 
 
 __all__ = [
+    "HubPushError",
     "HubUpload",
     "UploadStatus",
+    "check_push_access",
     "export_model",
     "find_model_card_template",
     "markdown_table",

@@ -685,6 +685,8 @@ def test_training_waits_for_a_hanging_upload_no_longer_than_hub_upload_timeout(
         release.wait(120)
         return "https://hub.example/commit/late"
 
+    # The access check at the start (whoami, create_repo) passes; the upload at the end hangs.
+    monkeypatch.setattr(HfApi, "whoami", lambda self: {"name": "someone", "auth": {"accessToken": {"role": "write"}}})
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     config = fault_config(

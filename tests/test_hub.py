@@ -3,18 +3,28 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import httpx2
 import pytest
 import torch
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
 import ila_hf.hub
 from ila_hf import ILAForVideoClassification
-from ila_hf.hub import export_model, model_card_context, push_to_hub_in_background, render_model_card
+from ila_hf.hub import (
+    HubPushError,
+    check_push_access,
+    export_model,
+    model_card_context,
+    push_to_hub_in_background,
+    render_model_card,
+)
 from ila_hf.video_processing_ila import ILAVideoProcessor
 from tests.conftest import TRAINING_CLASSES
 
@@ -181,9 +191,10 @@ def test_nothing_is_uploaded_from_a_missing_folder(tmp_path):
 
 
 def test_training_with_a_failing_push_still_exports_and_returns(
-    tiny_video_dataset, tiny_clip_dir, tmp_path, monkeypatch, no_waiting
+    tiny_video_dataset, tiny_clip_dir, tmp_path, monkeypatch, no_waiting, caplog
 ):
-    """The run finishes and keeps its export; the upload saw the complete folder and its failure is reported."""
+    """Offline from the start: a warning before training, then the run finishes and keeps its export; the upload saw
+    the complete folder and its failure is reported."""
     from ila_hf.training import TrainingConfig, train
 
     seen_files = []
@@ -192,28 +203,170 @@ def test_training_with_a_failing_push_still_exports_and_returns(
         seen_files.append(sorted(os.listdir(kwargs["folder_path"])))
         raise ConnectionError("no network")
 
+    monkeypatch.setattr(HfApi, "whoami", _raises(ConnectionError("no network")))
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train(
-            TrainingConfig(
-                train_data=str(tiny_video_dataset / "videos"),
-                clip_model=str(tiny_clip_dir),
-                num_frames=4,
-                epochs=1,
-                batch_size=4,
-                num_workers=0,
-                checkpoint_every_epochs=None,
-                output_dir=str(tmp_path),
-                push_to_hub="someone/ila-tiny",
+        with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
+            result = train(
+                TrainingConfig(
+                    train_data=str(tiny_video_dataset / "videos"),
+                    clip_model=str(tiny_clip_dir),
+                    num_frames=4,
+                    epochs=1,
+                    batch_size=4,
+                    num_workers=0,
+                    checkpoint_every_epochs=None,
+                    output_dir=str(tmp_path),
+                    push_to_hub="someone/ila-tiny",
+                )
             )
-        )
     finally:
         torch.set_num_threads(threads)
+    hub_messages = [record.getMessage() for record in caplog.records if record.name == "ila_hf.hub"]
+    assert hub_messages[0].startswith("The Hub cannot be reached now (ConnectionError: no network)")  # at the start
     assert result.hub_upload is not None and not result.hub_upload.ok
     assert result.hub_upload.attempts == 5 and "no network" in result.hub_upload.error
     assert (Path(result.model_dir) / "model.safetensors").is_file()
     assert all({"model.safetensors", "README.md", "video_processing_ila.py"} <= set(files) for files in seen_files)
     assert 'from_pretrained("someone/ila-tiny"' in (Path(result.model_dir) / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------ access check
+WRITE_TOKEN_USER = {"name": "someone", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+
+
+def _raises(error: Exception):
+    def method(self, *args, **kwargs):
+        raise error
+
+    return method
+
+
+def _hub_refusal(status: int, message: str) -> HfHubHTTPError:
+    request = httpx2.Request("GET", "https://hub.example/api/whoami-v2")
+    return HfHubHTTPError(message, response=httpx2.Response(status, request=request))
+
+
+def test_push_access_check_creates_the_repo_once_the_token_may_write(monkeypatch):
+    created = []
+    monkeypatch.setattr(HfApi, "whoami", lambda self: WRITE_TOKEN_USER)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: created.append((repo_id, kwargs)))
+    assert check_push_access("someone/ila-tiny", token="hf_write", private=True) is True
+    assert created == [("someone/ila-tiny", {"repo_type": "model", "private": True, "exist_ok": True})]
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "whoami", "create_repo", "message"),
+    [
+        ("someone/ila tiny!", None, None, "Repo id must use alphanumeric chars"),
+        (
+            "someone/ila-tiny",
+            _raises(_hub_refusal(401, "Invalid user token.")),
+            None,
+            "the Hub refused (401: Invalid user token.); check the repo id and give a token with write access",
+        ),
+        (
+            "someone/ila-tiny",
+            _raises(LocalTokenNotFoundError("no token")),
+            None,
+            "no Hub token found; log in with `hf auth login`",
+        ),
+        ("google/ila-tiny", lambda self: WRITE_TOKEN_USER, None, "someone is not a member of google"),
+        (
+            "lab/ila-tiny",
+            lambda self: {**WRITE_TOKEN_USER, "orgs": [{"name": "lab", "roleInOrg": "contributor"}]},
+            _raises(_hub_refusal(403, "You don't have the rights to create a model under the namespace lab")),
+            "the Hub refused (403: You don't have the rights",
+        ),
+        (
+            "someone/ila-tiny",
+            lambda self: {**WRITE_TOKEN_USER, "auth": {"accessToken": {"role": "read"}}},
+            None,
+            "the token of someone is read-only; give a token with write access to it",
+        ),
+        (
+            "lab/ila-tiny",
+            lambda self: {**WRITE_TOKEN_USER, "orgs": [{"name": "lab", "roleInOrg": "read"}]},
+            None,
+            "someone has only the read role in lab",
+        ),
+        (
+            "someone/ila-tiny",
+            lambda self: {
+                **WRITE_TOKEN_USER,
+                "auth": {
+                    "accessToken": {
+                        "role": "fineGrained",
+                        "fineGrained": {
+                            "scoped": [{"entity": {"name": "someone"}, "permissions": ["repo.content.read"]}]
+                        },
+                    }
+                },
+            },
+            None,
+            "the fine-grained token of someone has no write permission (repo.write) on someone",
+        ),
+    ],
+    ids=["bad-id", "bad-token", "no-token", "not-member", "repo-refused", "read-token", "read-role", "fine-grained"],
+)
+def test_push_access_check_fails_at_once_when_the_upload_could_not_succeed(
+    monkeypatch, repo_id, whoami, create_repo, message
+):
+    monkeypatch.setattr(HfApi, "whoami", whoami or _raises(AssertionError("the Hub must not be asked")))
+    monkeypatch.setattr(HfApi, "create_repo", create_repo or _raises(AssertionError("no repo may be created")))
+    with pytest.raises(HubPushError, match=re.escape(f"Cannot push to the Hub repo {repo_id!r}: {message}")):
+        check_push_access(repo_id, token="hf_token")
+
+
+def test_push_access_check_passes_with_write_access_through_an_organisation_or_fine_grained_token(monkeypatch):
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
+    member = {**WRITE_TOKEN_USER, "orgs": [{"name": "lab", "roleInOrg": "write"}]}
+    monkeypatch.setattr(HfApi, "whoami", lambda self: member)
+    assert check_push_access("lab/ila-tiny") is True
+    fine_grained = {
+        **WRITE_TOKEN_USER,
+        "auth": {
+            "accessToken": {
+                "role": "fineGrained",
+                "fineGrained": {"scoped": [{"entity": {"name": "someone"}, "permissions": ["repo.write"]}]},
+            }
+        },
+    }
+    monkeypatch.setattr(HfApi, "whoami", lambda self: fine_grained)
+    assert check_push_access("someone/ila-tiny") is True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OfflineModeIsEnabled("offline mode is enabled"),
+        httpx2.ConnectError("Name or service not known"),
+        _hub_refusal(503, "Service Unavailable"),
+    ],
+    ids=["HF_HUB_OFFLINE", "no-connection", "server-error"],
+)
+def test_push_access_check_offline_warns_that_the_upload_is_left_to_the_end(monkeypatch, caplog, error):
+    monkeypatch.setattr(HfApi, "whoami", _raises(error))
+    with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
+        assert check_push_access("someone/ila-tiny") is False
+    assert f"The Hub cannot be reached now ({type(error).__name__}: " in caplog.text
+    assert "the upload at the end of the run will be retried" in caplog.text
+
+
+def test_training_with_a_refused_token_fails_before_reading_any_data(tiny_clip_dir, tmp_path, monkeypatch):
+    from ila_hf.training import TrainingConfig, train
+
+    monkeypatch.setattr(HfApi, "whoami", _raises(_hub_refusal(401, "Invalid user token.")))
+    monkeypatch.setattr("ila_hf.training.loop.build_dataset", _raises(AssertionError("data read before the check")))
+    config = TrainingConfig(
+        train_data=str(tmp_path / "videos"),
+        clip_model=str(tiny_clip_dir),
+        output_dir=str(tmp_path / "run"),
+        push_to_hub="someone/ila-tiny",
+        hub_token="hf_bad",
+    )
+    with pytest.raises(HubPushError, match=re.escape("the Hub refused (401: Invalid user token.)")):
+        train(config)

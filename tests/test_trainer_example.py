@@ -1,13 +1,16 @@
 """examples/finetune_with_trainer.py: the stock transformers Trainer fine-tunes ILA for a few steps on tiny data."""
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers import AutoVideoProcessor, pipeline
 
-from ila_hf import ILAForVideoClassification
+from ila_hf import ILAForVideoClassification, ILAVideoProcessor
+from ila_hf.cli import main
 from tests.conftest import TRAINING_CLASSES
 
 
@@ -82,6 +85,36 @@ def test_trained_model_is_saved_for_from_pretrained(trainer_run):
     _, output_dir = trainer_run
     model = ILAForVideoClassification.from_pretrained(output_dir)
     assert model.config.num_frames == 4 and model.config.num_labels == 6
+
+
+def test_output_folder_is_complete_and_served_by_pipeline_auto_processor_and_predict(
+    trainer_run, tiny_video_dataset, capsys
+):
+    """The folder the example ends with is what a user serves: every file, and the three ways of loading it."""
+    results, output_dir = trainer_run
+    files = {path.name for path in output_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "video_preprocessor_config.json", "README.md"} <= files
+    assert {"modeling_ila.py", "configuration_ila.py", "video_processing_ila.py"} <= files  # trust_remote_code
+    card = (output_dir / "README.md").read_text()
+    assert "pipeline_tag: video-classification" in card and "6 classes" in card
+    assert f"| validation top1 | {results['eval']['eval_top1']:.4g} |" in card
+
+    processor = AutoVideoProcessor.from_pretrained(output_dir)
+    assert isinstance(processor, ILAVideoProcessor) and processor.num_frames == 4
+    model = ILAForVideoClassification.from_pretrained(output_dir).eval()
+    video = tiny_video_dataset / "videos" / "rowing" / "rowing_0.mp4"
+    with torch.no_grad():
+        expected = model(**processor(str(video), return_tensors="pt")).logits.softmax(-1)[0].topk(2)
+    expected_labels = [TRAINING_CLASSES[index] for index in expected.indices.tolist()]
+
+    classifier = pipeline("video-classification", model=str(output_dir))
+    predictions = classifier(str(video), top_k=2)
+    assert [prediction["label"] for prediction in predictions] == expected_labels
+    assert [prediction["score"] for prediction in predictions] == pytest.approx(expected.values.tolist(), abs=1e-5)
+
+    assert main(["predict", str(video), "--model", str(output_dir), "--top-k", "2", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert [prediction["label"] for prediction in json.loads(line)["predictions"]] == expected_labels
 
 
 def test_epoch_callback_applies_align_decay_and_the_clip_epoch(tiny_clip_dir):

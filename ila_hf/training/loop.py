@@ -17,6 +17,7 @@ loss is NaN or infinite is skipped (the same on every process) and `max_consecut
 stop the run.
 """
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -38,6 +39,7 @@ from ..data import (
     VideoProcessorTransform,
     build_dataset,
 )
+from ..hub import HubPushError, check_push_access
 from ..inference import view_probabilities
 from ..modeling_ila import ILAForVideoClassification
 from ..transforms import EvalClipTransform, TrainClipTransform
@@ -54,6 +56,9 @@ from .faults import (
     record_undecodable,
 )
 from .recipe import build_optimizer, build_scheduler, jitter_delta
+
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -142,6 +147,8 @@ def _set_up(config: TrainingConfig) -> _Run:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     set_seed(config.seed)
+    if config.push_to_hub:
+        _check_push_access(accelerator, config)
     if config.export == "best" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(
             f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
@@ -201,6 +208,20 @@ def _set_up(config: TrainingConfig) -> _Run:
         window=StepWindow(model),
         losses=_RunningLosses(),
     )
+
+
+def _check_push_access(accelerator: Accelerator, config: TrainingConfig) -> None:
+    """Before any work: can the upload at the end succeed? Checked on the main process; every process raises the
+    same `HubPushError`, so that none waits for the others in a collective."""
+    refusal = [None]
+    if accelerator.is_main_process:
+        try:
+            check_push_access(config.push_to_hub, token=config.hub_token, private=config.hub_private)
+        except HubPushError as error:
+            refusal = [str(error)]
+    refusal = broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise HubPushError(refusal[0])
 
 
 def _training_loader(config: TrainingConfig, dataset, num_labels: int) -> DataLoader:
@@ -412,18 +433,35 @@ def _finish_trackers(accelerator: Accelerator) -> None:
 def build_model(
     config: TrainingConfig, label_names: list[str]
 ) -> ILAForVideoClassification | FrameAveragingClassifier:
-    """The model to train: ILA from `clip_model` (a new head for `label_names`) or from `model_name_or_path` (the
-    same classes), or the frame-averaging baseline on `clip_model`."""
+    """
+    The model to train: ILA from `clip_model` with a new head for `label_names`; ILA from `model_name_or_path`, whose
+    head is kept for the same classes and made anew for other ones (see `_head_for_new_classes`); or the
+    frame-averaging baseline on `clip_model`.
+    """
     id2label = dict(enumerate(label_names))
     label2id = {name: index for index, name in id2label.items()}
     if config.architecture == "frame_averaging":
         return FrameAveragingClassifier.from_clip(config.clip_model, len(label_names), config.freeze_backbone)
     if config.model_name_or_path:
         model = ILAForVideoClassification.from_pretrained(config.model_name_or_path)
-        if [model.config.id2label[i] for i in sorted(model.config.id2label)] != list(label_names):
+        if model.config.num_frames != config.num_frames:
             raise ValueError(
-                f"{config.model_name_or_path} was trained on other classes than the data's {len(label_names)}; "
-                "start from `clip_model` to train a new head."
+                f"{config.model_name_or_path} takes clips of {model.config.num_frames} frames, the run's num_frames is "
+                f"{config.num_frames}: set num_frames (--num-frames) to {model.config.num_frames}."
+            )
+        source_classes = [model.config.id2label[index] for index in sorted(model.config.id2label)]
+        if source_classes == list(label_names):
+            kept, made = "video encoder, MIT and head", "nothing"
+        else:
+            kept, made = _head_for_new_classes(model, list(label_names), config)
+        if PartialState().is_main_process:
+            logger.info(
+                "Starting from %s (%d classes) for %d classes: kept %s; new: %s.",
+                config.model_name_or_path,
+                len(source_classes),
+                len(label_names),
+                kept,
+                made,
             )
     else:
         model_settings = {  # given ones only: None keeps ILAVideoConfig's default
@@ -450,6 +488,44 @@ def build_model(
     if config.activation_checkpointing:
         model.activation_checkpointing_enable()
     return model
+
+
+def _head_for_new_classes(
+    model: ILAForVideoClassification, label_names: list[str], config: TrainingConfig
+) -> tuple[str, str]:
+    """
+    Make `model`'s head classify `label_names`, in place, keeping every part that does not depend on the classes:
+    the linear head's classifier is re-initialised (its LayerNorm kept); the text head embeds the new class names
+    with the CLIP text tower of `clip_text_model` (its prompt generator, projection and logit scale kept). Returns
+    (what was kept, what is new), for the log.
+    """
+    if model.config.head == "text":
+        if config.clip_text_model is None:
+            raise ValueError(
+                f"{config.model_name_or_path} has a text head trained on other classes than the data's "
+                f"{len(label_names)}, and the new class names need a CLIP text tower to embed them: set "
+                "clip_text_model (--clip-text-model) to the CLIP checkpoint (folder or Hub id, with its tokenizer) "
+                "whose text tower matches the model's vision backbone."
+            )
+        model.set_class_names(label_names, config.clip_text_model)
+        return (
+            "video encoder, MIT, text head's prompt generator and logit scale",
+            f"class embeddings of the {len(label_names)} class names from {config.clip_text_model}'s text tower",
+        )
+    old_classifier = model.head.classifier
+    classifier = torch.nn.Linear(
+        old_classifier.in_features,
+        len(label_names),
+        device=old_classifier.weight.device,
+        dtype=old_classifier.weight.dtype,
+    )
+    model._initialize_weights(classifier)  # the initialisation `from_clip` gives a new head
+    model.head.classifier = classifier
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: index for index, name in enumerate(label_names)}
+    model.num_labels = len(label_names)
+    new = f"a re-initialised classifier for {len(label_names)} classes"
+    return "video encoder, MIT and the linear head's LayerNorm", new
 
 
 def build_train_clip_transform(config: TrainingConfig, image_size: int) -> TrainClipTransform | EvalClipTransform:
