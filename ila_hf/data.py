@@ -22,6 +22,7 @@ shared out across processes and data-loader workers, reshuffled per epoch and re
 
 import copy
 import csv
+import io
 import itertools
 import logging
 import math
@@ -64,23 +65,55 @@ ClipTransform = Callable[[np.ndarray, torch.Generator | None], torch.Tensor]
 def read_label_names(path: str | os.PathLike) -> list[str]:
     """
     Class names in label-id order, from an `id,name` CSV (the released label lists; a header row is optional) or a
-    text file with one name per line.
+    text file with one name per line. A repeated id or name, a gap in the ids or an empty file is refused, naming
+    the line.
     """
     path = Path(path)
+    text = _read_utf8(path)
     if path.suffix.lower() != ".csv":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = [row for row in csv.reader(file) if row]
-    if rows and [cell.strip().lower() for cell in rows[0]] == ["id", "name"]:
-        rows = rows[1:]
-    names = {}
-    for line_number, row in enumerate(rows, start=1):
-        if len(row) != 2 or not row[0].strip().isdigit():
-            raise ValueError(f"{path}: expected `id,name` rows, got {row!r} (data row {line_number}).")
-        names[int(row[0])] = row[1].strip()
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: label ids must be 0..{len(names) - 1} without gaps, got {sorted(names)[:10]}...")
-    return [names[index] for index in range(len(names))]
+        numbered = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows = [(reader.line_num, row) for row in reader if row]  # line_num: the file line the row ends on
+        if rows and [cell.strip().lower() for cell in rows[0][1]] == ["id", "name"]:
+            rows = rows[1:]
+        by_id: dict[int, tuple[int, str]] = {}
+        for line_number, row in rows:
+            if len(row) != 2 or not row[0].strip().isdigit():
+                raise ValueError(f"{path}:{line_number}: expected an `id,name` row, got {row!r}.")
+            label = int(row[0])
+            if label in by_id:
+                raise ValueError(
+                    f"{path}:{line_number}: label id {label} again (first on line {by_id[label][0]}); each id names "
+                    "one class."
+                )
+            by_id[label] = (line_number, row[1].strip())
+        if sorted(by_id) != list(range(len(by_id))):
+            raise ValueError(f"{path}: label ids must be 0..{len(by_id) - 1} without gaps, got {sorted(by_id)[:10]}...")
+        numbered = [by_id[label] for label in range(len(by_id))]
+    if not numbered:
+        raise ValueError(f"{path} holds no label names; expected `id,name` rows or one name per line.")
+    first_line: dict[str, int] = {}
+    for line_number, name in numbered:
+        if name in first_line:
+            raise ValueError(
+                f"{path}:{line_number}: class name {name!r} again (first on line {first_line[name]}); class names must "
+                "be distinct."
+            )
+        first_line[name] = line_number
+    return [name for _, name in numbered]
+
+
+def _read_utf8(path: Path) -> str:
+    """A text file's contents; a file that is not UTF-8 is refused naming the line of its first invalid byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8."
+        ) from None
 
 
 def read_video_list(
@@ -97,7 +130,7 @@ def read_video_list(
     list_file = Path(list_file)
     root = Path(video_root) if video_root is not None else list_file.parent
     paths, labels = [], []
-    for line_number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(_read_utf8(list_file).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -106,6 +139,8 @@ def read_video_list(
             raise ValueError(f"{list_file}:{line_number}: expected `path label_id`, got {line!r}.")
         paths.append(str((root / parts[0]).resolve()))
         labels.append(int(parts[1]))
+    if not paths:
+        raise ValueError(f"{list_file} lists no videos; expected `path label_id` lines.")
     return paths, labels
 
 
@@ -147,7 +182,7 @@ def dataset_from_class_folders(
     validation split the training split's ids.
     """
     root = Path(root)
-    folders = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    folders = sorted(_utf8_text(entry.name, entry) for entry in root.iterdir() if entry.is_dir())
     if class_names is None:
         class_names = folders
     unknown = sorted(set(folders) - set(class_names))
@@ -161,11 +196,23 @@ def dataset_from_class_folders(
             continue
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in extensions:
-                paths.append(str(path.resolve()))
+                paths.append(_utf8_text(str(path.resolve()), path))
                 labels.append(label)
     if not paths:
         raise ValueError(f"No videos ({', '.join(extensions)}) found in the class folders of {root}.")
     return _video_dataset(paths, labels, class_names)
+
+
+def _utf8_text(text: str, path: Path) -> str:
+    """`text` (a name or path of `path`, read from the file system) when it is UTF-8, else a ValueError naming `path`.
+    Refused rather than skipped: a dataset silently smaller than its folders is worse than one rename, and Arrow
+    stores only UTF-8 strings."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        raise ValueError(f"{shown}: the file name is not UTF-8; rename it (e.g. with `convmv`).") from None
+    return text
 
 
 # ------------------------------------------------------------------------------------------------------ sources

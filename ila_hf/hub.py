@@ -29,6 +29,8 @@ try:  # the HTTP client of huggingface_hub 2, then of 1
 except ImportError:
     from httpx import TransportError as _TransportError
 
+from .atomic_files import write_folder_atomically
+
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +167,15 @@ def export_model(
     processor's JSON, the code files for `trust_remote_code` (modelling, configuration, video processing and their
     sibling imports) and `README.md` (the model card, when `card_context` is given).
 
-    The folder is complete when this returns; upload it afterwards (see `push_to_hub_in_background`).
+    Atomically: everything is written into `<folder>.incomplete`, flushed to disk and renamed to `folder`, replacing
+    a previous export there as a whole. Whenever this stops (an error, a full disk, a kill), `folder` holds the
+    previous complete export or nothing, never a part of one, so what `pipeline` loads or an upload sends is always
+    complete. Upload it afterwards (see `push_to_hub_in_background`).
 
     Args:
         model: an `ILAForVideoClassification` (unwrapped from any DDP/FSDP wrapper).
-        folder: destination; created if needed, existing files are overwritten.
+        folder: destination; created, or replaced if it holds a model folder (a folder holding other files is
+            refused).
         video_processor: an `ILAVideoProcessor` to save alongside the model.
         card_context: placeholder values for the model card (see `model_card_context`).
         card_template: model card template path; defaults to `find_model_card_template()`.
@@ -179,17 +185,32 @@ def export_model(
     Returns:
         The folder path.
     """
+
+    def write(temporary: Path) -> None:
+        model.save_pretrained(temporary, state_dict=state_dict)
+        if video_processor is not None:
+            if getattr(type(video_processor), "_auto_class", None) is None:
+                # Copies video_processing_ila.py and its sibling imports, and writes the processor's auto_map.
+                type(video_processor).register_for_auto_class()
+            video_processor.save_pretrained(temporary)
+        if card_context is not None:
+            (temporary / "README.md").write_text(render_model_card(card_context, card_template), encoding="utf-8")
+
+    return write_folder_atomically(Path(folder), write)
+
+
+# What `pipeline("video-classification")` needs from a folder (the weights: one file or a sharded index).
+SERVABLE_FILES = ("config.json", "video_preprocessor_config.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def missing_servable_files(folder: str | Path) -> list[str]:
+    """The files `pipeline` needs that `folder` lacks ([] for a complete export)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, state_dict=state_dict)
-    if video_processor is not None:
-        if getattr(type(video_processor), "_auto_class", None) is None:
-            # Copies video_processing_ila.py and its sibling imports, and writes the processor's auto_map.
-            type(video_processor).register_for_auto_class()
-        video_processor.save_pretrained(folder)
-    if card_context is not None:
-        (folder / "README.md").write_text(render_model_card(card_context, card_template), encoding="utf-8")
-    return folder
+    missing = [name for name in SERVABLE_FILES if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append(WEIGHT_FILES[0])
+    return missing
 
 
 # ------------------------------------------------------------------------------------------------------ upload
@@ -382,6 +403,9 @@ def push_to_hub_in_background(
     Upload a finished export folder to the Hub from a worker thread: `create_repo(exist_ok=True)` then
     `upload_folder`, retried up to `max_attempts` times with delays `initial_backoff * 2 ** (attempt - 1)`.
 
+    A folder that lacks what `pipeline` needs (`missing_servable_files`: config, weights, video processor) is
+    refused with `FileNotFoundError` before anything is sent.
+
     Returns at once with a `HubUpload`; its `result()` gives an `UploadStatus` whose `ok`, `attempts` and `error`
     say what happened. Errors are logged, never raised. The upload runs in a daemon thread: a process that is done
     exits even while an upload hangs (wait with `result(timeout)` for as long as an upload may take).
@@ -389,6 +413,12 @@ def push_to_hub_in_background(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Nothing to upload: {folder} is not a folder; export the model first.")
+    missing = missing_servable_files(folder)
+    if missing:  # e.g. a folder an interrupted export of an older version left behind
+        raise FileNotFoundError(
+            f"Not uploading {folder}: it lacks {', '.join(missing)}, so it cannot be served; export the model again "
+            "(`export_model` writes complete folders only)."
+        )
     status = UploadStatus(repo_id=repo_id, folder=str(folder))
     api = api or HfApi(token=token)
     future: concurrent.futures.Future = concurrent.futures.Future()
@@ -424,6 +454,7 @@ __all__ = [
     "export_model",
     "find_model_card_template",
     "markdown_table",
+    "missing_servable_files",
     "model_card_context",
     "push_to_hub_in_background",
     "render_model_card",

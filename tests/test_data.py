@@ -1,5 +1,6 @@
 """ila_hf.data: datasets from list files and class folders, lazy clip decoding, collation, Mixup/CutMix."""
 
+import os
 import types
 
 import numpy as np
@@ -54,6 +55,45 @@ def test_label_names_csv_with_gap_in_ids_is_refused(tmp_path):
     path.write_text("0,a\n2,b\n")
     with pytest.raises(ValueError, match="without gaps"):
         read_label_names(path)
+
+
+def test_label_names_with_a_repeated_id_or_name_are_refused_naming_the_line(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("id,name\n0,archery\n1,bowling\n1,cycling\n")
+    with pytest.raises(ValueError, match=r"labels.csv:4: label id 1 again \(first on line 3\)"):
+        read_label_names(path)
+    path.write_text('0,archery\n1,"bowling"\n2,bowling\n')
+    with pytest.raises(ValueError, match=r"labels.csv:3: class name 'bowling' again \(first on line 2\)"):
+        read_label_names(path)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("archery\n\narchery\n")
+    with pytest.raises(ValueError, match=r"classes.txt:3: class name 'archery' again \(first on line 1\)"):
+        read_label_names(classes)
+
+
+def test_an_empty_label_file_or_list_file_is_refused_naming_it(tmp_path):
+    (tmp_path / "labels.csv").write_text("id,name\n")
+    with pytest.raises(ValueError, match=r"labels.csv holds no label names"):
+        read_label_names(tmp_path / "labels.csv")
+    (tmp_path / "train.txt").write_text("# nothing yet\n\n")
+    with pytest.raises(ValueError, match=r"train.txt lists no videos; expected `path label_id` lines"):
+        build_dataset(tmp_path / "train.txt", label_names=["archery"])
+
+
+def test_a_list_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"a.mp4 0\ncaf\xe9.mp4 0\n")
+    with pytest.raises(ValueError, match=r"train.txt:2: not UTF-8 text"):
+        read_video_list(tmp_path / "train.txt")
+
+
+def test_a_class_folder_file_name_that_is_not_utf8_is_refused_naming_it(tiny_video_dataset, tmp_path):
+    """Arrow holds only UTF-8 paths; the file is named (not skipped: a dataset silently smaller is worse)."""
+    root = tmp_path / "videos"
+    (root / "archery").mkdir(parents=True)
+    (root / "archery" / "good.mp4").write_bytes((tiny_video_dataset / "videos/archery/archery_0.mp4").read_bytes())
+    (root / "archery" / os.fsdecode(b"caf\xe9.mp4")).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"archery/caf\\xe9.mp4: the file name is not UTF-8; rename it"):
+        build_dataset(root)
 
 
 def test_video_list_resolves_paths_against_video_root_and_allows_spaces(tmp_path):

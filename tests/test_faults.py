@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,10 +32,20 @@ from ila_hf.data import (
     VideoProcessorTransform,
     build_dataset,
 )
-from ila_hf.training.checkpoints import latest_checkpoint
+from ila_hf.atomic_files import DiskFullError
+from ila_hf.training.checkpoints import (
+    OutputDirLock,
+    latest_checkpoint,
+    list_checkpoints,
+    load_best_weights,
+    save_best_weights,
+    save_checkpoint,
+)
 from ila_hf.video_io import VideoDecodeError
 from ila_hf.training import (
     NonFiniteLossError,
+    OutputDirInUseError,
+    ResumeMismatchError,
     TrainingConfig,
     UndecodableDataError,
     evaluate,
@@ -302,12 +314,13 @@ def test_repeated_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoin
     ):
         train(config)
     checkpoints = tmp_path / "checkpoints"
-    # Saved at steps 2, 4, 6 and at the end of epoch 1 (step 6); nothing after the stop at step 7.
-    assert sorted(path.name for path in checkpoints.iterdir()) == [f"checkpoint_{index}" for index in range(4)]
+    # Saved at steps 2, 4, 6 and at the end of epoch 1 (step 6 again: it replaces the first); nothing after the stop
+    # at step 7.
+    assert sorted(path.name for path in checkpoints.iterdir()) == [f"checkpoint_step_{step}" for step in (2, 4, 6)]
     latest = latest_checkpoint(checkpoints)
-    assert latest.name == "checkpoint_3" and CHECKPOINT_FILES <= {path.name for path in latest.iterdir()}
+    assert latest.name == "checkpoint_step_6" and CHECKPOINT_FILES <= {path.name for path in latest.iterdir()}
     assert all_finite(weights_of(latest))
-    assert_same_weights(weights_of(checkpoints / "checkpoint_1"), weights_of(latest))  # steps 5 and 6 changed nothing
+    assert_same_weights(weights_of(checkpoints / "checkpoint_step_4"), weights_of(latest))  # steps 5, 6: no change
     monkeypatch.undo()
     resumed = train(
         fault_config(
@@ -323,13 +336,144 @@ def test_repeated_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoin
     assert all_finite(weights_of(Path(resumed.model_dir)))
 
 
+# ------------------------------------------------------------------------------------------------------ run lock
+HOLD_LOCK_SCRIPT = """
+import sys
+from ila_hf.training.checkpoints import OutputDirLock
+lock = OutputDirLock(sys.argv[1], "first-run")  # kept: the lock ends with the object
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()  # held until the test closes this process's stdin
+"""
+
+
+def test_a_second_run_in_a_held_output_folder_is_refused_at_start_naming_the_holder(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    """A first run (here a process holding the folder's lock as `train` does) keeps a second `train` out."""
+    output_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK_SCRIPT, str(output_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        config = fault_config(
+            tiny_video_dataset, tiny_clip_dir, output_dir, train_data=str(tiny_video_dataset / "train.txt")
+        )
+        holder_description = rf"pid {holder.pid} on {re.escape(socket.gethostname())}, started [^)]+, run first-run"
+        with pytest.raises(OutputDirInUseError, match=rf"is in use by another training run \({holder_description}\)"):
+            train(config)
+        assert [path.name for path in output_dir.iterdir()] == ["run.lock"]  # refused before writing anything
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    with OutputDirLock(output_dir, "next-run"):  # the lock ended with its holder
+        pass
+
+
+def test_best_weights_of_another_run_are_refused_on_resume_and_never_exported(
+    tiny_video_dataset, tiny_clip_dir, tmp_path
+):
+    """As when two runs shared a folder: best/ now holds another run's weights. Resuming refuses it; so would the
+    end of the run (next test); nothing is exported."""
+    from safetensors.torch import save_file
+
+    settings = dict(
+        train_data=str(tiny_video_dataset / "train.txt"),
+        validation_data=str(tiny_video_dataset / "val.txt"),
+        export="best",
+    )
+    stopped = train(fault_config(tiny_video_dataset, tiny_clip_dir, tmp_path, stop_after_steps=7, **settings))
+    assert stopped.stopped_early and stopped.history  # epoch 0 validated at step 6: best/ written
+    save_file(weights_of(tmp_path / "best"), tmp_path / "best" / "model.safetensors", metadata={"run_id": "another"})
+    refused = r"best/model.safetensors holds the weights of another run \(another\)"
+    with pytest.raises(ResumeMismatchError, match=refused):
+        train(fault_config(tiny_video_dataset, tiny_clip_dir, tmp_path, resume=True, **settings))
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_end_of_a_run_loads_only_its_own_best_weights(tmp_path):
+    from accelerate import Accelerator
+
+    model = torch.nn.Linear(3, 2)
+    save_best_weights(Accelerator(cpu=True), model, tmp_path, "run-a")
+    load_best_weights(model, tmp_path, "run-a")
+    with pytest.raises(ResumeMismatchError, match=r"another run \(run-a\), not of this run \(run-b\)"):
+        load_best_weights(model, tmp_path, "run-b")
+
+
+def test_resume_refuses_other_labels_or_model_settings_and_warns_on_recipe_changes(
+    tiny_video_dataset, tiny_clip_dir, tmp_path, caplog
+):
+    output_dir = tmp_path / "run"
+    settings = dict(train_data=str(tiny_video_dataset / "train.txt"), epochs=1)
+    train(fault_config(tiny_video_dataset, tiny_clip_dir, output_dir, stop_after_steps=2, **settings))
+    resume = dict(output_dir=str(output_dir), resume=True, **settings)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text((tiny_video_dataset / "labels.csv").read_text().replace("juggling", "kayaking"))
+    with pytest.raises(
+        ResumeMismatchError,
+        match=r"checkpoint_step_2 was trained on 6 classes \(archery, bowling, cycling, diving, juggling, \.\.\.\), "
+        r"the data now has 6 \(archery, bowling, cycling, diving, kayaking, \.\.\.\)",
+    ):
+        train(TrainingConfig(**fault_settings(tiny_video_dataset, tiny_clip_dir, label_names=str(renamed), **resume)))
+    other_model = fault_settings(tiny_video_dataset, tiny_clip_dir, interaction_variant="conv", **resume)
+    with pytest.raises(ResumeMismatchError, match=r"model settings \(interaction_variant 'depthwise' -> 'conv'\)"):
+        train(TrainingConfig(**other_model))
+    other_recipe = fault_settings(tiny_video_dataset, tiny_clip_dir, seed=1, head_learning_rate=1e-3, **resume)
+    with caplog.at_level(logging.WARNING, logger="ila_hf.training.checkpoints"):
+        resumed = train(TrainingConfig(**other_recipe))
+    assert resumed.global_step == 6
+    assert "changed settings: head_learning_rate 0.0004 -> 0.001, seed 0 -> 1." in caplog.text
+
+
+def test_an_output_dir_that_is_a_file_is_refused_at_start(tiny_video_dataset, tiny_clip_dir, tmp_path):
+    output_dir = tmp_path / "output"
+    output_dir.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=rf"output_dir {re.escape(str(output_dir))} is a file"):
+        train(fault_config(tiny_video_dataset, tiny_clip_dir, output_dir))
+
+
+def test_a_full_disk_while_checkpointing_names_the_folder_and_frees_the_partial_checkpoint(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+
+    def save_state(output_dir):  # what torch's writer raises when the device fills up mid-file
+        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1408 vs 1302")
+
+    monkeypatch.setattr(accelerator, "save_state", save_state)
+    with pytest.raises(
+        DiskFullError,
+        match=rf"No space left on the device holding {re.escape(str(tmp_path))} while writing checkpoint_step_3",
+    ):
+        save_checkpoint(accelerator, tmp_path, 3, total_limit=2, fingerprint={"run_id": "run"})
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------------------ kills
 def test_latest_checkpoint_ignores_folders_being_written_or_deleted(tmp_path):
-    for name in ("checkpoint_2", "checkpoint_10", "checkpoint_11.incomplete", "checkpoint_12.deleting", "checkpoint_x"):
+    names = ("checkpoint_step_2", "checkpoint_step_10", "checkpoint_step_11.incomplete", "checkpoint_step_12.deleting")
+    for name in (*names, "checkpoint_step_x"):
         (tmp_path / name).mkdir()
-    (tmp_path / "checkpoint_13").write_text("a file, not a checkpoint folder")
-    assert latest_checkpoint(tmp_path).name == "checkpoint_10"
+    (tmp_path / "checkpoint_step_13").write_text("a file, not a checkpoint folder")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_step_10"
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_counter_named_checkpoints_of_earlier_versions_resume_before_step_named_ones(tmp_path):
+    """Earlier versions named checkpoints by accelerate's save counter; a run resumed from one names its later
+    checkpoints by step, which are the newer ones whatever the numbers."""
+    for name in ("checkpoint_7", "checkpoint_12"):
+        (tmp_path / name).mkdir()
+    assert latest_checkpoint(tmp_path).name == "checkpoint_12"
+    (tmp_path / "checkpoint_step_3").mkdir()
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint_7", "checkpoint_12", "checkpoint_step_3"]
 
 
 KILLABLE_TRAINING_SCRIPT = r"""
@@ -422,7 +566,7 @@ def test_kills_at_random_points_then_resume_end_with_the_uninterrupted_weights(
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert json.loads(finished.stdout.splitlines()[-1])["global_step"] == reference.global_step == 14
     assert_same_weights(weights_of(Path(reference.model_dir)), weights_of(output_dir / "model"))
-    assert not [path.name for path in checkpoints.iterdir() if not path.name[len("checkpoint_") :].isdigit()]
+    assert not [path.name for path in checkpoints.iterdir() if not path.name[len("checkpoint_step_") :].isdigit()]
     with capsys.disabled():
         print(f"\n[kill-and-resume] kill points {kill_points}: {time.monotonic() - started:.1f} s")
 
@@ -654,7 +798,8 @@ print("status:", status.ok, status.error, flush=True)
 
 def test_a_hanging_upload_does_not_keep_a_finished_process_alive(tmp_path):
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+    for name in ("config.json", "video_preprocessor_config.json", "model.safetensors"):  # what an upload requires
+        (tmp_path / "model" / name).write_text("{}")
     script = tmp_path / "hanging_upload.py"
     script.write_text(HANGING_UPLOAD_SCRIPT)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}

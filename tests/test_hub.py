@@ -1,9 +1,11 @@
 """ila_hf.hub: the exported folder (weights, processor, remote code, model card) and the background upload."""
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, Offl
 
 import ila_hf.hub
 from ila_hf import ILAForVideoClassification
+from ila_hf.atomic_files import DiskFullError
 from ila_hf.hub import (
     HubPushError,
     check_push_access,
@@ -32,12 +35,18 @@ from tests.conftest import TRAINING_CLASSES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_model(clip_dir) -> ILAForVideoClassification:
+    return ILAForVideoClassification.from_clip(str(clip_dir), num_frames=4, id2label=dict(enumerate(TRAINING_CLASSES)))
+
+
+def tiny_processor() -> ILAVideoProcessor:
+    return ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64})
+
+
 @pytest.fixture(scope="module")
 def exported_folder(tiny_clip_dir, tmp_path_factory) -> Path:
-    model = ILAForVideoClassification.from_clip(
-        str(tiny_clip_dir), num_frames=4, id2label=dict(enumerate(TRAINING_CLASSES))
-    )
-    processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64})
+    model = tiny_model(tiny_clip_dir)
+    processor = tiny_processor()
     context = model_card_context(
         model,
         model_id="someone/ila-tiny",
@@ -188,6 +197,58 @@ def test_upload_runs_in_the_background(exported_folder, monkeypatch):
 def test_nothing_is_uploaded_from_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="export the model first"):
         push_to_hub_in_background(tmp_path / "missing", "someone/ila-tiny")
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_complete_folder_or_none(
+    exported_folder, tiny_clip_dir, tmp_path, monkeypatch
+):
+    """Killed or failing after the weights but before the video processor, an export leaves no half folder."""
+
+    def fail_after_the_weights(self, folder, *args, **kwargs):
+        assert (Path(folder) / "model.safetensors").is_file()
+        raise RuntimeError("killed while saving the video processor")
+
+    previous = shutil.copytree(exported_folder, tmp_path / "model")
+    files_before = {path.name: path.read_bytes() for path in previous.iterdir()}
+    monkeypatch.setattr(ILAVideoProcessor, "save_pretrained", fail_after_the_weights)
+    model = tiny_model(tiny_clip_dir)
+    for folder in (previous, tmp_path / "fresh"):
+        with pytest.raises(RuntimeError, match="killed while saving"):
+            export_model(model, folder, video_processor=tiny_processor())
+    assert {path.name: path.read_bytes() for path in previous.iterdir()} == files_before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no "fresh", no temporary folder left
+    monkeypatch.undo()
+
+    exported = export_model(model, previous, video_processor=tiny_processor())  # replaces the previous export whole
+    assert "README.md" not in {path.name for path in exported.iterdir()}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_export_never_replaces_a_folder_that_is_not_a_model(tiny_clip_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not a model folder"):
+        export_model(tiny_model(tiny_clip_dir), tmp_path, video_processor=tiny_processor())
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_full_disk_during_export_names_the_device_holding_the_folder(tiny_clip_dir, tmp_path, monkeypatch):
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ILAVideoProcessor, "save_pretrained", disk_full)
+    with pytest.raises(DiskFullError, match=f"No space left on the device holding {tmp_path} while writing model"):
+        export_model(tiny_model(tiny_clip_dir), tmp_path / "model", video_processor=tiny_processor())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_served_is_never_uploaded(exported_folder, tmp_path, monkeypatch):
+    half = shutil.copytree(exported_folder, tmp_path / "model")
+    (half / "video_preprocessor_config.json").unlink()  # as an interrupted export of an earlier version left it
+    uploads = []
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: uploads.append(kwargs))
+    with pytest.raises(FileNotFoundError, match="it lacks video_preprocessor_config.json, so it cannot be served"):
+        push_to_hub_in_background(half, "someone/ila-tiny")
+    assert uploads == []
 
 
 def test_training_with_a_failing_push_still_exports_and_returns(

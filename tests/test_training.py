@@ -124,9 +124,15 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor():
 
 
 def test_top_k_accuracy_counts_hits_within_the_k_best_scores():
-    scores = torch.tensor([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.3, 0.35, 0.4]])
-    labels = torch.tensor([2, 0, 1])
-    assert top_k_accuracy(scores, labels, ks=(1, 2, 5)) == pytest.approx({"top1": 1 / 3, "top2": 1.0, "top5": 1.0})
+    scores = torch.tensor([[0.1, 0.5, 0.4, 0.0], [0.7, 0.2, 0.1, 0.0], [0.3, 0.35, 0.4, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    labels = torch.tensor([2, 0, 1, 1])
+    assert top_k_accuracy(scores, labels, ks=(1, 2, 3)) == pytest.approx({"top1": 1 / 4, "top2": 3 / 4, "top3": 1.0})
+
+
+def test_top_k_accuracy_leaves_out_k_beyond_the_number_of_classes():
+    scores, labels = torch.tensor([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]]), torch.tensor([2, 0])
+    assert top_k_accuracy(scores, labels) == pytest.approx({"top1": 1 / 2})  # no "top5" of 3 classes
+    assert set(top_k_accuracy(torch.rand(4, 5), torch.arange(4))) == {"top1", "top5"}
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -211,11 +217,14 @@ def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninte
     assert any("final/top1" in values for _, values in tracker.logs)
 
 
-def test_checkpoints_are_numbered_and_pruned_to_the_limit(uninterrupted_run):
+def test_checkpoints_are_named_by_step_and_pruned_to_the_limit(uninterrupted_run):
     result, _ = uninterrupted_run
     checkpoints = sorted(path.name for path in (Path(result.output_dir) / "checkpoints").iterdir())
-    # 6 step checkpoints and 2 epoch checkpoints were written (iterations 0..7); the limit keeps the last 2.
-    assert checkpoints == ["checkpoint_6", "checkpoint_7"]
+    # Every 2 steps, and at each epoch's end (steps 6 and 12, replacing the step checkpoints there); the limit keeps 2.
+    assert checkpoints == ["checkpoint_step_10", "checkpoint_step_12"]
+    run_file = json.loads((Path(result.output_dir) / "checkpoints" / "checkpoint_step_12" / "run.json").read_text())
+    assert run_file["labels"] == list(TRAINING_CLASSES) and run_file["data"]["num_train_videos"] == 12
+    assert run_file["model"]["num_frames"] == 4 and run_file["recipe"]["seed"] == 0
 
 
 def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(uninterrupted_run, tiny_video_dataset):
@@ -246,8 +255,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     assert stopped.stopped_early and stopped.global_step == 5 and stopped.model_dir is None
     checkpoints = tmp_path / "checkpoints"
     # Saved at steps 2, 4 and at the stop (5); the limit keeps the last two.
-    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint_1", "checkpoint_2"]
-    shutil.rmtree(checkpoints / "checkpoint_2")
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint_step_4", "checkpoint_step_5"]
+    shutil.rmtree(checkpoints / "checkpoint_step_5")
     resumed = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, resume=True))
     assert (resumed.global_step, resumed.epoch) == (12, 2)
     expected, actual = exported_weights(reference), exported_weights(resumed)
@@ -339,7 +348,7 @@ assert example.main([*arguments, "--stop-after-steps", "2"]) == 0
 import json, pathlib
 output_dir = pathlib.Path(arguments[arguments.index("--output-dir") + 1])
 checkpoints = sorted(path.name for path in (output_dir / "checkpoints").iterdir())
-assert checkpoints == ["checkpoint_0", "checkpoint_1"] and not (output_dir / "model").exists(), checkpoints
+assert checkpoints == ["checkpoint_step_1", "checkpoint_step_2"] and not (output_dir / "model").exists(), checkpoints
 assert example.main([*arguments, "--resume"]) == 0
 """
 
@@ -348,7 +357,7 @@ def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
     tiny_video_dataset, tiny_clip_dir, tmp_path
 ):
     """`accelerate launch` with 2 CPU processes (gloo) runs examples/train_with_accelerate.py twice: stopped after 2
-    steps (checkpoints 0 and 1 on disk), then resumed to the end. The validation metrics
+    steps (checkpoints of steps 1 and 2 on disk), then resumed to the end. The validation metrics
     of 7 videos (odd: the last batch is padded on one process) equal those of one process on the same model."""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader

@@ -2,7 +2,7 @@
 
 - `config`: `TrainingConfig`, `TrainingResult` and their command-line arguments (no datasets / accelerate import);
 - `recipe`: parameter groups, AdamW, the learning-rate and align-decay schedules;
-- `checkpoints`: atomic saves, resuming, pruning;
+- `checkpoints`: atomic saves, resuming (fingerprinted), pruning, the run lock on the output folder;
 - `faults`: step agreement across processes, undecodable videos and non-finite losses;
 - `loop`: `train` and `evaluate`;
 - `export`: the exported model folder, metrics and Hub upload at the end of a run.
@@ -20,6 +20,8 @@ _SUBMODULE_OF = {
     "add_training_arguments": "config",
     "config_from_args": "config",
     "TrainingProgress": "checkpoints",
+    "OutputDirInUseError": "checkpoints",
+    "ResumeMismatchError": "checkpoints",
     "NonFiniteLossError": "faults",
     "UndecodableDataError": "faults",
     "build_model": "loop",
@@ -44,6 +46,8 @@ __all__ = [
     "ARCHITECTURES",
     "MIXED_PRECISION_CHOICES",
     "NonFiniteLossError",
+    "OutputDirInUseError",
+    "ResumeMismatchError",
     "TrainingConfig",
     "TrainingProgress",
     "TrainingResult",

@@ -8,7 +8,8 @@ from typing import Any
 from accelerate import Accelerator
 
 from ..hub import HubUpload, export_model, model_card_context, push_to_hub_in_background
-from .checkpoints import TrainingProgress, write_atomically
+from ..atomic_files import write_file_atomically
+from .checkpoints import TrainingProgress
 from .config import TrainingConfig
 from .faults import fault_report
 
@@ -24,8 +25,9 @@ def export_run(
     seconds: float,
 ) -> tuple[Path | None, HubUpload | None]:
     """
-    Export the trained (prepared) `model` with `video_processor` to `output_dir/model` and write `metrics.json`, on the
-    main process; start the Hub upload when `push_to_hub` is set. `num_videos` has the "train" and "validation"
+    Export the trained (prepared) `model` with `video_processor` to `output_dir/model` (atomically, replacing a previous
+    export whole: see `export_model`) and write `metrics.json`, on the main process; then start the Hub upload of
+    that complete folder when `push_to_hub` is set. `num_videos` has the "train" and "validation"
     split sizes. Every process must call it (gathering the weights is a collective). Returns (model folder, the
     running upload or None); the frame-averaging baseline writes only `metrics.json` and returns (None, None).
     """
@@ -86,7 +88,7 @@ def write_metrics(output_dir: Path, final_metrics: dict[str, Any], progress: Tra
         **fault_report(progress),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(output_dir / "metrics.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
+    write_file_atomically(output_dir / "metrics.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, float]:

@@ -11,6 +11,10 @@ Runs on one CPU or GPU as a plain `python` program and on many with `accelerate 
 A run that is stopped and resumed with `resume=True` ends with exactly the weights of an uninterrupted run: the
 data order, the clips, the mixes and every random number generator are restored from the checkpoint.
 
+One run per output folder: `train` holds a lock on `output_dir` from start to end (a second run there is refused at
+once, naming the holder); checkpoints and best weights carry the run's id, and checkpoints a fingerprint of its labels,
+model, data and recipe, which `resume=True` checks (see `checkpoints`).
+
 Faults: checkpoints are written atomically (a run killed at any moment, even mid-save, resumes from a complete one);
 undecodable videos are skipped, counted and logged, up to `max_bad_video_fraction` of a split; an optimizer step whose
 loss is NaN or infinite is skipped (the same on every process) and `max_consecutive_nonfinite_steps` of them in a row
@@ -38,13 +42,23 @@ from ..data import (
     VideoClipTransform,
     VideoProcessorTransform,
     build_dataset,
+    num_examples,
 )
 from ..hub import HubPushError, check_push_access
 from ..inference import view_probabilities
 from ..modeling_ila import ILAForVideoClassification
 from ..transforms import EvalClipTransform, TrainClipTransform
 from ..video_processing_ila import ILAVideoProcessor
-from .checkpoints import TrainingProgress, load_best_weights, resume_from_latest, save_best_weights, save_checkpoint
+from .checkpoints import (
+    TrainingProgress,
+    check_best_weights,
+    hold_output_dir,
+    load_best_weights,
+    resume_from_latest,
+    run_fingerprint,
+    save_best_weights,
+    save_checkpoint,
+)
 from .config import TrainingConfig, TrainingResult
 from .export import export_run, numbers
 from .faults import (
@@ -65,8 +79,16 @@ logger = logging.getLogger(__name__)
 def train(config: TrainingConfig) -> TrainingResult:
     """Fine-tune ILA as configured; see the module docstring. Returns a `TrainingResult`."""
     started = time.time()
-    run = _set_up(config)  # accelerator, data, model, optimizer, schedule, prepared loaders
-    resume_from_latest(run.accelerator, run.checkpoints_dir, config.resume, run.progress)
+    accelerator = _accelerator(config)
+    with hold_output_dir(accelerator, config.output_dir) as run_id:  # one run per output folder, or refused now
+        return _train(config, accelerator, run_id, started)
+
+
+def _train(config: TrainingConfig, accelerator: Accelerator, run_id: str, started: float) -> TrainingResult:
+    run = _set_up(config, accelerator, run_id)  # data, model, optimizer, schedule, prepared loaders
+    run.fingerprint = resume_from_latest(accelerator, run.checkpoints_dir, config.resume, run.progress, run.fingerprint)
+    if config.export == "best" and run.progress.best_epoch >= 0:  # resumed after a validation: best/ must be ours
+        check_best_weights(Path(config.output_dir), run.fingerprint["run_id"])
     if config.log_with:
         run.accelerator.init_trackers(config.project_name, config=_tracker_config(config))
 
@@ -132,12 +154,13 @@ class _Run:
     total_steps: int
     checkpoints_dir: Path
     progress: TrainingProgress
+    fingerprint: dict  # the run id, labels, model, data and recipe: stored in every checkpoint, checked on resume
     window: StepWindow
     losses: "_RunningLosses"
 
 
-def _set_up(config: TrainingConfig) -> _Run:
-    accelerator = Accelerator(
+def _accelerator(config: TrainingConfig) -> Accelerator:
+    return Accelerator(
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -146,6 +169,9 @@ def _set_up(config: TrainingConfig) -> _Run:
         # Every process draws the same shuffled order for an epoch from (seed, epoch): resumable and in step.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+
+
+def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _Run:
     set_seed(config.seed)
     if config.push_to_hub:
         _check_push_access(accelerator, config)
@@ -205,6 +231,7 @@ def _set_up(config: TrainingConfig) -> _Run:
         total_steps=total_steps,
         checkpoints_dir=Path(config.output_dir) / "checkpoints",
         progress=progress,
+        fingerprint=run_fingerprint(config, label_names, num_examples(train_dataset), run_id),
         window=StepWindow(model),
         losses=_RunningLosses(),
     )
@@ -311,7 +338,9 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     stopped_early = bool(config.stop_after_steps) and progress.global_step >= config.stop_after_steps
     every = config.checkpoint_every_steps
     if stopped_early or (every and progress.global_step % every == 0):  # a planned stop saves too: resume from here
-        save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
+        save_checkpoint(
+            accelerator, run.checkpoints_dir, progress.global_step, config.checkpoints_total_limit, run.fingerprint
+        )
     return stopped_early
 
 
@@ -382,18 +411,19 @@ def _end_epoch(run: _Run, config: TrainingConfig) -> None:
         metrics = evaluate(run.model, run.validation_loader, accelerator, desc=f"eval epoch {epoch}")
         record_undecodable(accelerator, progress, metrics, "validation", len(run.validation_dataset), config)
         progress.history.append({"epoch": epoch, **metrics})
-        accelerator.print(
-            f"epoch {epoch}: top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f}"
-        )
+        shown = " ".join(f"{name} {metrics[name]:.4f}" for name in ("top1", "top5", "loss") if name in metrics)
+        accelerator.print(f"epoch {epoch}: {shown}")
         if config.log_with:
             logs = {f"eval/{key}": value for key, value in numbers(metrics).items()}
             accelerator.log(logs, step=progress.global_step)
         if metrics["top1"] > progress.best_top1:
             progress.best_top1, progress.best_epoch = metrics["top1"], epoch
             if config.export == "best":
-                save_best_weights(accelerator, run.model, Path(config.output_dir))
+                save_best_weights(accelerator, run.model, Path(config.output_dir), run.fingerprint["run_id"])
     if config.checkpoint_every_epochs and progress.epoch % config.checkpoint_every_epochs == 0:
-        save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
+        save_checkpoint(
+            accelerator, run.checkpoints_dir, progress.global_step, config.checkpoints_total_limit, run.fingerprint
+        )
 
 
 def _final_evaluation(run: _Run, config: TrainingConfig) -> dict[str, Any]:
@@ -401,7 +431,7 @@ def _final_evaluation(run: _Run, config: TrainingConfig) -> dict[str, Any]:
     configured views per video; {} without validation data."""
     accelerator = run.accelerator
     if config.export == "best" and run.progress.best_epoch >= 0:
-        load_best_weights(accelerator.unwrap_model(run.model), Path(config.output_dir))
+        load_best_weights(accelerator.unwrap_model(run.model), Path(config.output_dir), run.fingerprint["run_id"])
     if run.validation_dataset is None:
         return {}
     loader = _evaluation_loader(
@@ -538,8 +568,10 @@ def build_train_clip_transform(config: TrainingConfig, image_size: int) -> Train
 
 # ------------------------------------------------------------------------------------------------------ evaluation
 def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """scores (N, K), labels (N,) -> {"top1": ..., "top5": ...}; k is capped at K."""
-    ranked = scores.topk(min(max(ks), scores.shape[-1]), dim=-1).indices  # (N, k)
+    """scores (N, K), labels (N,) -> {"top1": ..., "top5": ...}. A k above the number of classes K is left out, not
+    reported as a meaningless 1.0: 3 classes give "top1" alone (and "top2" if asked)."""
+    ks = tuple(k for k in ks if k <= scores.shape[-1])
+    ranked = scores.topk(max(ks, default=0), dim=-1).indices  # (N, max k)
     hits = ranked == labels.view(-1, 1)
     return {f"top{k}": hits[:, :k].any(dim=-1).float().mean().item() for k in ks}
 
