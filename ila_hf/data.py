@@ -744,6 +744,7 @@ class VideoBatchStream:
         self.world_size = world_size
         self.num_workers = num_workers
         self.shuffle_buffer_size = shuffle_buffer_size
+        self.seed = seed
         self.pin_memory = pin_memory
         self.epoch = 0
         self._position = self._start(0)
@@ -773,7 +774,13 @@ class VideoBatchStream:
             self, self.epoch, dict(position["streams"]), rotation=position["batches"] % max(1, self.num_workers)
         )
         loader = torch.utils.data.DataLoader(
-            producer, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory
+            producer,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # Its workers' seeds from its own generator: a draw from the global one (which a training loop restores
+            # from a checkpoint) would change the dropout of a resumed run.
+            generator=torch.Generator().manual_seed(self.seed),
         )
         for batch in loader:
             stream_position = batch.pop("stream_position")
