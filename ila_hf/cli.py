@@ -206,6 +206,7 @@ def _add_train_command(subparsers) -> None:
         )
         config = config_from_args(add_training_arguments(training_parser).parse_args(args.arguments))
         from .training import train  # imports torch, accelerate and datasets: only once the arguments are valid
+        from .training.export import numbers
 
         result = train(config)
         if result.stopped_early:
@@ -213,7 +214,8 @@ def _add_train_command(subparsers) -> None:
         else:
             if result.model_dir is not None:  # the frame-averaging baseline is not exported
                 print(f"Model: {result.model_dir}")
-            print("Final metrics: " + ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
+            metrics = numbers(result.metrics)  # an evaluation that skipped videos also lists them
+            print("Final metrics: " + ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
         if result.hub_upload is not None and not result.hub_upload.ok:
             print(f"Upload to {result.hub_upload.repo_id} failed: {result.hub_upload.error}", file=sys.stderr)
             return 1

@@ -403,11 +403,15 @@ def _load_source(source, label_names, video_root, dataset_config, split, streami
     path = Path(source)
     if path.is_dir() and _is_saved_dataset(path):
         return load_from_disk(str(path))
-    if path.is_dir() and not _holds_data_files(path):
+    is_class_folders = path.is_dir() and not _holds_data_files(path)
+    is_list_file = path.is_file() and path.suffix.lower() not in DATA_FILE_SUFFIXES
+    if (is_class_folders or is_list_file) and split is not None:  # would be ignored: e.g. validate on training data
+        raise ValueError(f"{source} is one split (class folders or a list file); `split={split!r}` cannot apply to it.")
+    if is_class_folders:
         if isinstance(label_names, (str, os.PathLike)):
             label_names = read_label_names(label_names)
         return dataset_from_class_folders(path, class_names=label_names)
-    if path.is_file() and path.suffix.lower() not in DATA_FILE_SUFFIXES:
+    if is_list_file:
         if label_names is None:
             raise ValueError(f"{path} is a list file of label ids; give `label_names` (an `id,name` CSV or a list).")
         return dataset_from_video_list(path, label_names, video_root)
@@ -791,6 +795,7 @@ class VideoBatchStream:
         self.world_size = world_size
         self.num_workers = num_workers
         self.shuffle_buffer_size = shuffle_buffer_size
+        self.seed = seed
         self.pin_memory = pin_memory
         self.epoch = 0
         self._position = self._start(0)
@@ -820,7 +825,13 @@ class VideoBatchStream:
             self, self.epoch, dict(position["streams"]), rotation=position["batches"] % max(1, self.num_workers)
         )
         loader = torch.utils.data.DataLoader(
-            producer, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory
+            producer,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # Its workers' seeds from its own generator: a draw from the global one (which a training loop restores
+            # from a checkpoint) would change the dropout of a resumed run.
+            generator=torch.Generator().manual_seed(self.seed),
         )
         for batch in loader:
             stream_position = batch.pop("stream_position")

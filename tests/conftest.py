@@ -123,6 +123,14 @@ def tiny_video_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """Keep `load_dataset`'s cache in the test's folder: `datasets.config` for this process (`datasets` reads the
+    environment only when imported), the environment for processes the test starts."""
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+
+
 # ---------------------------------------------------------------- videos
 # Real files written with PyAV whose frames show their own index (see tests/videos.py).
 from .videos import write_video  # noqa: E402

@@ -1,13 +1,15 @@
 """Helpers shared by the test modules (test modules never import each other)."""
 
+import io
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from ila_hf import ILAVideoConfig
-from tests.conftest import TINY_CLIP_VISION
+from tests.conftest import TINY_CLIP_VISION, TRAINING_CLASSES
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +19,30 @@ def tiny_ila_config(**overrides) -> ILAVideoConfig:
     """A tiny `ILAVideoConfig` on the tiny CLIP vision tower of conftest (64x64 images, a 4x4 patch grid, 4 frames);
     overrides replace any setting."""
     return ILAVideoConfig(**{**TINY_CLIP_VISION, "num_frames": 4, **overrides})
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def tiny_video_files(tiny_video_dataset: Path) -> list[tuple[Path, int]]:
+    """conftest's 12 tiny videos as (path, label id), in class order."""
+    return [
+        (tiny_video_dataset / "videos" / name / f"{name}_{copy}.mp4", label)
+        for label, name in enumerate(TRAINING_CLASSES)
+        for copy in range(2)
+    ]
+
+
+def write_tar_shards(folder: Path, videos: list[tuple[Path | bytes, int]], num_shards: int) -> None:
+    """WebDataset shards: `<key>.mp4` (the video's bytes: a file's, or the given bytes) and `<key>.cls` (its label id)
+    per example, example i in shard i % num_shards."""
+    folder.mkdir()
+    for shard in range(num_shards):
+        with tarfile.open(folder / f"shard-{shard:05d}.tar", "w") as tar:
+            for index, (video, label) in enumerate(videos[shard::num_shards]):
+                content = video if isinstance(video, bytes) else video.read_bytes()
+                for suffix, payload in (("mp4", content), ("cls", b"%d" % label)):
+                    info = tarfile.TarInfo(f"{shard}_{index}.{suffix}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
 
 
 # ------------------------------------------------------------------------------------------------------ training

@@ -1,8 +1,6 @@
 """ila_hf.data sources and streaming: `datasets` objects, save_to_disk folders, load_dataset folders and files
 (videofolder, parquet bytes, WebDataset tar shards), Hub ids up to the network call, and `VideoBatchStream`."""
 
-import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -22,38 +20,20 @@ from ila_hf.data import (
 )
 from ila_hf.sampling import segment_indices
 from tests.conftest import TRAINING_CLASSES
+from tests.helpers import tiny_video_files, write_tar_shards
 from tests.videos import read_indices
 
 
 NORMALISED = Features({"video": Video(decode=False), "label": ClassLabel(names=list(TRAINING_CLASSES))})
 
 
-@pytest.fixture(autouse=True)
-def datasets_cache(tmp_path, monkeypatch):
-    """Keep `load_dataset`'s cache in the test's folder (`datasets` reads the environment only when imported)."""
-    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "cache")
+pytestmark = pytest.mark.usefixtures("datasets_cache")
 
 
 @pytest.fixture(scope="module")
 def videos(tiny_video_dataset) -> list[tuple[Path, int]]:
     """The 12 tiny videos as (path, label id), in class order."""
-    return [
-        (tiny_video_dataset / "videos" / name / f"{name}_{copy}.mp4", label)
-        for label, name in enumerate(TRAINING_CLASSES)
-        for copy in range(2)
-    ]
-
-
-def write_tar_shards(folder: Path, videos: list[tuple[Path, int]], num_shards: int) -> None:
-    """WebDataset shards: `<key>.mp4` (the video's bytes) and `<key>.cls` (its label id) per example."""
-    folder.mkdir()
-    for shard in range(num_shards):
-        with tarfile.open(folder / f"shard-{shard:05d}.tar", "w") as tar:
-            for index, (path, label) in enumerate(videos[shard::num_shards]):
-                for suffix, payload in (("mp4", path.read_bytes()), ("cls", b"%d" % label)):
-                    info = tarfile.TarInfo(f"{shard}_{index}.{suffix}")
-                    info.size = len(payload)
-                    tar.addfile(info, io.BytesIO(payload))
+    return tiny_video_files(tiny_video_dataset)
 
 
 def labels_by_content(dataset: Dataset) -> dict[bytes, int]:
@@ -147,6 +127,12 @@ def test_hub_dataset_id_is_loaded_with_its_config_split_and_streaming(monkeypatc
     dataset = build_dataset("someone/kinetics-mini", dataset_config="8-frames", split="validation", streaming=True)
     assert calls == [("someone/kinetics-mini", {"name": "8-frames", "split": "validation", "streaming": True})]
     assert dataset.features == NORMALISED
+
+
+def test_a_split_of_list_files_or_class_folders_is_refused(tiny_video_dataset):
+    for source in (tiny_video_dataset / "train.txt", tiny_video_dataset / "videos"):
+        with pytest.raises(ValueError, match=r"is one split \(class folders or a list file\); `split='validation'`"):
+            build_dataset(source, label_names=tiny_video_dataset / "labels.csv", split="validation")
 
 
 def test_missing_local_path_is_not_taken_for_a_hub_id(tmp_path):

@@ -20,11 +20,20 @@ class TrainingConfig:
     total batch of 256 with gradient accumulation across its GPUs).
     """
 
-    # Data: a released-format list file (`path label_id` lines, needs `label_names`) or a folder per class.
+    # Data: any `ila_hf.data.build_dataset` source: a released-format list file (`path label_id` lines, needs
+    # `label_names`), a folder per class, a `save_to_disk` folder, what `load_dataset` reads (videofolder, parquet,
+    # WebDataset tar shards) or a Hub dataset id.
     train_data: str = ""
-    validation_data: str | None = None
+    validation_data: str | None = None  # default with `validation_split`: `train_data`'s split of that name
     label_names: str | None = None  # `id,name` CSV or one name per line; default for folders: the folder names
     video_root: str | None = None  # folder that list-file paths are relative to (default: the list's folder)
+    video_column: str | None = None  # default: the `Video` feature, or a column named video/path/video_path/file
+    label_column: str | None = None  # default: the `ClassLabel` feature, or a column named label/labels/cls
+    dataset_config: str | None = None  # config name of a Hub dataset
+    split: str | None = None  # training split (needed when the source has several)
+    validation_split: str | None = None
+    streaming: bool = False  # stream the data (`VideoBatchStream`) instead of materialising it
+    shuffle_buffer_size: int = 256  # streamed training examples shuffled through (each worker holds them encoded)
 
     # Model: a CLIP checkpoint to initialise from, or an ILA checkpoint to continue from.
     clip_model: str | None = None
@@ -45,6 +54,7 @@ class TrainingConfig:
 
     # Optimisation: AdamW, cosine schedule with linear warm-up, learning rate per parameter group.
     epochs: int = 30
+    max_steps: int | None = None  # optimizer steps in all, instead of `epochs` (needed for streams of unknown size)
     warmup_epochs: float = 5.0
     batch_size: int = 8  # per process
     eval_batch_size: int | None = None  # default: batch_size
@@ -115,7 +125,11 @@ class TrainingConfig:
                 "Give exactly one of `clip_model` (start from CLIP) and `model_name_or_path` (an ILA model)."
             )
         if not self.train_data:
-            raise ValueError("`train_data` is required: a list file or a folder with one folder per class.")
+            raise ValueError(
+                "`train_data` is required: a list file, class folders, a dataset folder or file, or a Hub dataset id."
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None to train for `epochs`), got {self.max_steps}.")
         if not 0.0 <= self.max_bad_video_fraction <= 1.0:
             raise ValueError(f"max_bad_video_fraction must lie in [0, 1], got {self.max_bad_video_fraction}.")
         if self.max_consecutive_nonfinite_steps is not None and self.max_consecutive_nonfinite_steps < 1:
@@ -147,8 +161,19 @@ class TrainingResult:
 
 
 _ARGUMENT_HELP = {
-    "train_data": "list file (`path label_id` lines) or folder with one sub-folder per class",
-    "validation_data": "list file or class folders to evaluate on every epoch and at the end",
+    "train_data": "list file (`path label_id` lines), class folders, a save_to_disk folder, a folder or file "
+    "load_dataset reads (videofolder, parquet, WebDataset tar) or a Hub dataset id",
+    "validation_data": "the same kinds of source as --train-data, evaluated every epoch and at the end "
+    "(default with --validation-split: --train-data's split of that name)",
+    "video_column": "default: the Video feature, or a column named video/path/video_path/file",
+    "label_column": "default: the ClassLabel feature, or a column named label/labels/cls",
+    "dataset_config": "config name of a Hub dataset",
+    "split": "training split (needed when the source has several)",
+    "validation_split": "validation split (needed when the source has several)",
+    "streaming": "stream the data instead of materialising it (parquet, WebDataset tar, Hub datasets)",
+    "shuffle_buffer_size": "streamed training examples shuffled through; each data-loader worker holds them encoded",
+    "max_steps": "optimizer steps in all, instead of --epochs (needed with --streaming when the dataset does not state "
+    "its size)",
     "label_names": "`id,name` CSV or one name per line (required with list files)",
     "clip_model": "CLIP checkpoint (folder or Hub id) to initialise ILA from",
     "model_name_or_path": "ILA checkpoint to continue fine-tuning",

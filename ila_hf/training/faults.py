@@ -83,7 +83,7 @@ def record_step_faults(
     progress: TrainingProgress,
     verdict: StepVerdict,
     config: TrainingConfig,
-    num_videos: int,
+    num_videos: int | None,
     checkpoints_dir: Path,
 ) -> None:
     """Count, log and limit what went wrong in the optimizer step just taken (or skipped, with the buffers restored)."""
@@ -129,11 +129,12 @@ def record_undecodable(
     progress: TrainingProgress,
     metrics: dict[str, Any],
     split: str,
-    num_videos: int,
+    num_videos: int | None,
     config: TrainingConfig,
     counted: dict[str, str] | None = None,
 ) -> None:
-    """Log the videos a step or an evaluation skipped and stop if `counted` (default: those) exceeds the limit."""
+    """Log the videos a step or an evaluation skipped and stop if `counted` (default: those) exceeds the limit, a
+    fraction of the split's `num_videos` (None: a stream of unknown size, which has no limit)."""
     skipped = metrics.get("skipped_videos", {})
     if not skipped:
         return
@@ -143,6 +144,8 @@ def record_undecodable(
             f"Skipped {len(skipped)} undecodable {split} video(s):\n"
             + "\n".join(f"  {reason}" for reason in skipped.values())
         )
+    if num_videos is None:
+        return
     counted = skipped if counted is None else counted
     allowed = config.max_bad_video_fraction * num_videos
     if len(counted) > allowed:

@@ -3,9 +3,15 @@
 Read `train` top to bottom: set up (`_set_up`: the data, the model, the optimizer with one learning rate per parameter
 group, the cosine schedule, all prepared with accelerate); optionally resume from the latest checkpoint; then per epoch
 set the alignment jitter ("align decay") and train with gradient accumulation (`_train_epoch`, `_train_micro_batch`),
-then validate and checkpoint (`_end_epoch`); finally evaluate with the configured views, export and optionally push to
-the Hub. Every evaluation's clips come from the video processor exported with the model. The same loop trains the
-frame-averaging baseline (`architecture="frame_averaging"`), which `ila-hf demo` compares ILA with.
+then validate and checkpoint (`_end_epoch`), for `epochs` epochs or `max_steps` optimizer steps; finally evaluate with
+the configured views, export and optionally push to the Hub. Every evaluation's clips come from the video processor
+exported with the model. The same loop trains the frame-averaging baseline (`architecture="frame_averaging"`), which
+`ila-hf demo` compares ILA with.
+
+Data: any `build_dataset` source. A map-style dataset goes through a DataLoader that accelerate prepares; a streamed one
+(`streaming=True`) through `VideoBatchStream`, which shares the stream out across processes and data-loader workers
+itself. One object per kind (`_LoaderEpochs`, `_StreamEpochs`) hands `_train_epoch` the micro-batches of an epoch; the
+schedule's length comes from the dataset's size (a stream's stated size) or `max_steps`.
 
 Runs on one CPU or GPU as a plain `python` program and on many with `accelerate launch` (see docs/distributed.md).
 A run that is stopped and resumed with `resume=True` ends with exactly the weights of an uninterrupted run: the
@@ -21,6 +27,7 @@ loss is NaN or infinite is skipped (the same on every process) and `max_consecut
 stop the run.
 """
 
+import itertools
 import logging
 import math
 import time
@@ -30,7 +37,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
-from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import (
+    DistributedType,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    send_to_device,
+    set_seed,
+)
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -38,6 +52,7 @@ from tqdm.auto import tqdm
 from ..baselines import FrameAveragingClassifier
 from ..data import (
     MixupCutmix,
+    VideoBatchStream,
     VideoClassificationCollator,
     VideoClipTransform,
     VideoProcessorTransform,
@@ -99,7 +114,7 @@ def _train(config: TrainingConfig, accelerator: Accelerator, run_id: str, starte
         disable=not run.accelerator.is_local_main_process,
     )
     stopped_early = False
-    while run.progress.epoch < config.epochs and not stopped_early:
+    while not _finished(run.progress, config) and not stopped_early:
         stopped_early = _train_epoch(run, config, progress_bar)
         if not stopped_early:
             _end_epoch(run, config)
@@ -110,8 +125,8 @@ def _train(config: TrainingConfig, accelerator: Accelerator, run_id: str, starte
     if not stopped_early:  # the best epoch's weights (if validated) or the last ones; evaluated, exported, pushed
         final_metrics = _final_evaluation(run, config)
         num_videos = {
-            "train": len(run.train_dataset),
-            "validation": 0 if run.validation_dataset is None else len(run.validation_dataset),
+            "train": "unknown (streamed)" if run.train_batches.num_videos is None else run.train_batches.num_videos,
+            "validation": _num_evaluated(final_metrics),
         }
         model_dir, upload = export_run(
             run.accelerator,
@@ -146,11 +161,10 @@ class _Run:
     video_processor: ILAVideoProcessor  # exported with the model; makes every evaluation's clips
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    train_dataset: Any
     train_transform: VideoClipTransform
-    train_loader: DataLoader
+    train_batches: "_LoaderEpochs | _StreamEpochs"
     validation_dataset: Any
-    validation_loader: DataLoader | None
+    validation_loader: DataLoader | VideoBatchStream | None
     total_steps: int
     checkpoints_dir: Path
     progress: TrainingProgress
@@ -175,20 +189,21 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
     set_seed(config.seed)
     if config.push_to_hub:
         _check_push_access(accelerator, config)
-    if config.export == "best" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)  # the weights
+    if config.export == "best" and sharded:
         raise ValueError(
             f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
             "shards; use export='last' (--export last) with FSDP or DeepSpeed."
         )
+    if config.streaming and sharded and (config.validation_data or config.validation_split):
+        raise ValueError(
+            "A streamed evaluation scores each process's share of the videos on its own, which "
+            f"{accelerator.distributed_type} cannot (it shards the weights); evaluate a stream with DDP or one process."
+        )
 
     # Data: lazily decoded clips; training randomness is a function of (seed, epoch, video).
-    train_dataset = build_dataset(config.train_data, label_names=config.label_names, video_root=config.video_root)
+    train_dataset, validation_dataset = _datasets(config)
     label_names = train_dataset.features["label"].names
-    validation_dataset = None
-    if config.validation_data:
-        validation_dataset = build_dataset(
-            config.validation_data, label_names=label_names, video_root=config.video_root
-        )
     model = build_model(config, label_names)
     # Exported with the model; makes the evaluation clips. The baseline takes any number of frames: the run's.
     baseline_frames = config.num_frames if config.architecture == "frame_averaging" else None
@@ -200,21 +215,16 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
         seed=config.seed,
         skip_undecodable=True,
     )
-    train_loader = _training_loader(config, train_dataset.with_transform(train_transform), len(label_names))
-    validation_loader = None
-    if validation_dataset is not None:  # one view per video, made by the exported video processor itself
-        validation_loader = _evaluation_loader(config, validation_dataset, video_processor, num_clips=1, num_crops=1)
+    train_batches = _training_batches(config, accelerator, train_dataset, train_transform, len(label_names))
 
     optimizer = build_optimizer(model, config)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    if validation_loader is not None:
-        validation_loader = accelerator.prepare(validation_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * config.epochs
+    model, optimizer = train_batches.prepare(accelerator, model, optimizer)
+    validation_loader = None
+    if validation_dataset is not None:  # one view per video, made by the exported video processor itself
+        validation_loader = _evaluation_loader(config, accelerator, validation_dataset, video_processor, 1, 1)
+    warmup_steps, total_steps = _schedule_steps(config, train_batches.steps_per_epoch())
     # Not passed to `prepare`: accelerate would step it once per process per step. It steps once per optimizer step.
-    scheduler = build_scheduler(
-        optimizer, round(config.warmup_epochs * steps_per_epoch), total_steps, config.min_lr_ratio
-    )
+    scheduler = build_scheduler(optimizer, warmup_steps, total_steps, config.min_lr_ratio)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
     return _Run(
@@ -223,9 +233,8 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
         video_processor=video_processor,
         optimizer=optimizer,
         scheduler=scheduler,
-        train_dataset=train_dataset,
         train_transform=train_transform,
-        train_loader=train_loader,
+        train_batches=train_batches,
         validation_dataset=validation_dataset,
         validation_loader=validation_loader,
         total_steps=total_steps,
@@ -251,7 +260,31 @@ def _check_push_access(accelerator: Accelerator, config: TrainingConfig) -> None
         raise HubPushError(refusal[0])
 
 
-def _training_loader(config: TrainingConfig, dataset, num_labels: int) -> DataLoader:
+def _datasets(config: TrainingConfig) -> tuple[Any, Any]:
+    """The training and validation datasets (the latter None without validation data), normalised by `build_dataset`
+    and streamed with `config.streaming`; validation takes the training classes' ids."""
+    sources = dict(
+        video_root=config.video_root,
+        video_column=config.video_column,
+        label_column=config.label_column,
+        dataset_config=config.dataset_config,
+        streaming=config.streaming,
+    )
+    train_dataset = build_dataset(config.train_data, label_names=config.label_names, split=config.split, **sources)
+    validation_source = config.validation_data or (config.train_data if config.validation_split else None)
+    if validation_source is None:
+        return train_dataset, None
+    label_names = train_dataset.features["label"].names
+    validation_dataset = build_dataset(
+        validation_source, label_names=label_names, split=config.validation_split, **sources
+    )
+    return train_dataset, validation_dataset
+
+
+def _training_batches(
+    config: TrainingConfig, accelerator: Accelerator, dataset, transform: VideoClipTransform, num_labels: int
+) -> "_LoaderEpochs | _StreamEpochs":
+    """The training micro-batches: `transform`'s clips, collated with the recipe's Mixup/CutMix and label smoothing."""
     mixup = None
     if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
         mixup = MixupCutmix(
@@ -261,30 +294,174 @@ def _training_loader(config: TrainingConfig, dataset, num_labels: int) -> DataLo
             switch_prob=config.mixup_switch_prob,
             label_smoothing=config.label_smoothing,
         )
-    return DataLoader(
-        dataset,
+    collator = VideoClassificationCollator(mixup, config.label_smoothing, num_labels)
+    if config.streaming:
+        stream = VideoBatchStream(
+            dataset,
+            transform,
+            collator,
+            config.batch_size,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            num_workers=config.num_workers,
+            shuffle_buffer_size=config.shuffle_buffer_size,
+            seed=config.seed,
+        )
+        return _StreamEpochs(stream, num_examples(dataset), config)
+    loader = DataLoader(
+        dataset.with_transform(transform),
         batch_size=config.batch_size,
         shuffle=True,
-        collate_fn=VideoClassificationCollator(mixup, config.label_smoothing, num_labels),
+        collate_fn=collator,
         num_workers=config.num_workers,
         # The loader's own seed draw comes from this generator, not the global RNG that dropout uses.
         generator=torch.Generator().manual_seed(config.seed),
         drop_last=False,
     )
+    return _LoaderEpochs(loader)
+
+
+class _LoaderEpochs:
+    """Training micro-batches of a map-style dataset: a DataLoader that accelerate prepares (shared out across
+    processes, the last batch evened out), reshuffled every epoch from (seed, epoch)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.num_videos = len(loader.dataset)
+
+    def prepare(self, accelerator: Accelerator, model, optimizer):
+        """accelerate's `prepare` of the model, the optimizer and the loader together; returns (model, optimizer)."""
+        self.accelerator = accelerator
+        model, optimizer, self.loader = accelerator.prepare(model, optimizer, self.loader)
+        return model, optimizer
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.loader) / self.accelerator.gradient_accumulation_steps)
+
+    def epoch(self, epoch: int, batches_done: int):
+        """The epoch's micro-batches after the first `batches_done` (resuming inside it: the same order, less those)."""
+        self.loader.set_epoch(epoch)
+        if batches_done:
+            return self.accelerator.skip_first_batches(self.loader, batches_done)
+        return self.loader
+
+
+class _StreamEpochs:
+    """
+    Training micro-batches of a streamed dataset: a `VideoBatchStream` of this process's share (not prepared: it
+    shares the data out itself), moved to the device. Processes may hold different numbers of batches, yet all must
+    take the same optimizer steps: the micro-batches come one accumulation window at a time, read ahead, and the epoch
+    ends on every process as soon as one has no whole window left.
+
+    Checkpointed (`register_for_checkpointing`) as the stream's state after the last micro-batch handed out, so that
+    a window read ahead is read again after a resume.
+    """
+
+    def __init__(self, stream: VideoBatchStream, num_videos: int | None, config: TrainingConfig):
+        if num_videos is None and config.max_steps is None:
+            raise ValueError(
+                f"{config.train_data} does not state its number of examples, so `epochs` cannot size the "
+                "learning-rate schedule of the stream; give max_steps (--max-steps)."
+            )
+        self.stream = stream
+        self.num_videos = num_videos  # None: the stream does not state its size
+        self.window = config.gradient_accumulation_steps
+        self.handed_out = stream.state_dict()
+
+    def prepare(self, accelerator: Accelerator, model, optimizer):
+        """accelerate's `prepare` of the model and the optimizer; returns them."""
+        self.accelerator = accelerator
+        accelerator.register_for_checkpointing(self)
+        return accelerator.prepare(model, optimizer)
+
+    def steps_per_epoch(self) -> int | None:
+        """Estimated from the stated size (None without one): a process's share, in whole windows."""
+        if self.num_videos is None:
+            return None
+        batches = math.ceil(math.ceil(self.num_videos / self.stream.world_size) / self.stream.batch_size)
+        return max(1, batches // self.window)
+
+    def epoch(self, epoch: int, batches_done: int):
+        """The epoch's micro-batches; resuming inside it, the stream's restored state knows where it stopped."""
+        self.stream.set_epoch(epoch)
+        batches = iter(self.stream)
+        windows = 0
+        try:
+            while True:
+                window = [(batch, self.stream.state_dict()) for batch in itertools.islice(batches, self.window)]
+                if not self._everywhere(len(window) == self.window):
+                    break
+                windows += 1
+                for batch, state in window:
+                    self.handed_out = state
+                    yield send_to_device(batch, self.accelerator.device)
+        finally:
+            batches.close()
+        if windows == 0 and batches_done == 0:  # an epoch without a step: with `max_steps` the run would never end
+            raise ValueError(
+                f"Epoch {epoch} left a process without a whole accumulation window ({self.window} batch(es) of "
+                f"{self.stream.batch_size}): the stream has too few examples for {self.stream.world_size} process(es)."
+            )
+
+    def _everywhere(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        return bool(self.accelerator.gather(torch.tensor([int(flag)], device=self.accelerator.device)).all())
+
+    def state_dict(self) -> dict:
+        return self.handed_out
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+        self.handed_out = state
+
+
+def _schedule_steps(config: TrainingConfig, steps_per_epoch: int | None) -> tuple[int, int]:
+    """(warm-up steps, total steps): `max_steps`, else `epochs` epochs; the warm-up lasts `warmup_epochs` epochs, or
+    the same fraction of `max_steps` when an epoch's length is unknown."""
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    if steps_per_epoch is None:
+        return round(total_steps * config.warmup_epochs / config.epochs), total_steps
+    return round(config.warmup_epochs * steps_per_epoch), total_steps
+
+
+def _finished(progress: TrainingProgress, config: TrainingConfig) -> bool:
+    """`max_steps` optimizer steps taken when given, else `epochs` epochs."""
+    if config.max_steps:
+        return progress.global_step >= config.max_steps
+    return progress.epoch >= config.epochs
 
 
 def _evaluation_loader(
-    config: TrainingConfig, dataset, video_processor: ILAVideoProcessor, num_clips: int, num_crops: int
-) -> DataLoader:
-    """Evaluation clips made by `video_processor`, with `num_clips` x `num_crops` views per video."""
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    dataset,
+    video_processor: ILAVideoProcessor,
+    num_clips: int,
+    num_crops: int,
+) -> DataLoader | VideoBatchStream:
+    """Evaluation clips made by `video_processor`, with `num_clips` x `num_crops` views per video: a prepared
+    DataLoader, or for a streamed dataset a `VideoBatchStream` of this process's share (see `evaluate`)."""
     views = {"num_clips": num_clips, "num_crops": num_crops}
     transform = VideoProcessorTransform(video_processor, skip_undecodable=True, **views)
-    return DataLoader(
+    batch_size = config.eval_batch_size or config.batch_size
+    if config.streaming:
+        return VideoBatchStream(
+            dataset,
+            transform,
+            VideoClassificationCollator(),
+            batch_size,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            num_workers=config.num_workers,
+        )
+    loader = DataLoader(
         dataset.with_transform(transform),
-        batch_size=config.eval_batch_size or config.batch_size,
+        batch_size=batch_size,
         collate_fn=VideoClassificationCollator(),
         num_workers=config.num_workers,
     )
+    return accelerator.prepare(loader)
 
 
 def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
@@ -296,17 +473,17 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
     if config.architecture == "ila":
         accelerator.unwrap_model(run.model).set_jitter_delta(delta)
     run.train_transform.set_epoch(epoch)
-    run.train_loader.set_epoch(epoch)
-    batches = run.train_loader
-    if progress.batches_in_epoch:  # resuming inside an epoch: the same order, minus what was done
-        batches = accelerator.skip_first_batches(run.train_loader, progress.batches_in_epoch)
 
     run.model.train()
-    for batch in batches:
+    for batch in run.train_batches.epoch(epoch, progress.batches_in_epoch):
         verdict = _train_micro_batch(run, config, batch, epoch)
         progress.batches_in_epoch += 1
-        if verdict is not None and _finish_step(run, config, verdict, progress_bar, delta):
+        if verdict is None:
+            continue
+        if _finish_step(run, config, verdict, progress_bar, delta):
             return True
+        if _finished(progress, config):  # `max_steps` reached inside the epoch: it ends here
+            break
     return False
 
 
@@ -317,7 +494,7 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
     progress.global_step += 1
     progress_bar.update(1)
-    record_step_faults(accelerator, progress, verdict, config, len(run.train_dataset), run.checkpoints_dir)
+    record_step_faults(accelerator, progress, verdict, config, run.train_batches.num_videos, run.checkpoints_dir)
     if verdict.update:
         progress.consecutive_nonfinite_steps = 0
         if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
@@ -406,10 +583,10 @@ def _end_epoch(run: _Run, config: TrainingConfig) -> None:
     epoch = progress.epoch
     progress.epoch, progress.batches_in_epoch, progress.undecodable_in_epoch = epoch + 1, 0, {}
     if run.validation_loader is not None and (
-        (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs
+        (epoch + 1) % config.eval_every_epochs == 0 or _finished(progress, config)
     ):
         metrics = evaluate(run.model, run.validation_loader, accelerator, desc=f"eval epoch {epoch}")
-        record_undecodable(accelerator, progress, metrics, "validation", len(run.validation_dataset), config)
+        record_undecodable(accelerator, progress, metrics, "validation", _num_evaluated(metrics), config)
         progress.history.append({"epoch": epoch, **metrics})
         shown = " ".join(f"{name} {metrics[name]:.4f}" for name in ("top1", "top5", "loss") if name in metrics)
         accelerator.print(f"epoch {epoch}: {shown}")
@@ -435,14 +612,19 @@ def _final_evaluation(run: _Run, config: TrainingConfig) -> dict[str, Any]:
     if run.validation_dataset is None:
         return {}
     loader = _evaluation_loader(
-        config, run.validation_dataset, run.video_processor, config.final_num_clips, config.final_num_crops
+        config, accelerator, run.validation_dataset, run.video_processor, config.final_num_clips, config.final_num_crops
     )
-    metrics = evaluate(run.model, accelerator.prepare(loader), accelerator, desc="final eval")
-    record_undecodable(accelerator, run.progress, metrics, "validation", len(run.validation_dataset), config)
+    metrics = evaluate(run.model, loader, accelerator, desc="final eval")
+    record_undecodable(accelerator, run.progress, metrics, "validation", _num_evaluated(metrics), config)
     if config.log_with:
         logs = {f"final/{key}": value for key, value in numbers(metrics).items()}
         accelerator.log(logs, step=run.progress.global_step)
     return metrics
+
+
+def _num_evaluated(metrics: dict[str, Any]) -> int:
+    """Videos an evaluation went through, decodable or not (0 without an evaluation)."""
+    return metrics.get("num_samples", 0) + metrics.get("num_skipped", 0)
 
 
 def _tracker_config(config: TrainingConfig) -> dict[str, Any]:
@@ -579,19 +761,25 @@ def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ..
 @torch.no_grad()
 def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") -> dict[str, Any]:
     """
-    Top-1 / top-5 accuracy and mean cross-entropy over a prepared dataloader. `pixel_values` of shape
-    (B, T, 3, H, W) are one view per video; (B, V, T, 3, H, W) are V views whose softmax probabilities are averaged.
-    Predictions are gathered with `gather_for_metrics`, so padding samples added to even out the last batch across
-    processes are dropped and N processes give exactly the single-process numbers.
+    Top-1 / top-5 accuracy and mean cross-entropy over a prepared dataloader or a `VideoBatchStream`. `pixel_values`
+    of shape (B, T, 3, H, W) are one view per video; (B, V, T, 3, H, W) are V views whose softmax probabilities are
+    averaged. A dataloader's predictions are gathered per batch with `gather_for_metrics`, so padding samples added to
+    even out the last batch across processes are dropped and N processes give exactly the single-process numbers. A
+    stream's processes hold different shares (and numbers of batches): each scores its own with the unwrapped model
+    (no collective per batch) and the results are gathered once at the end, so every video counts exactly once.
 
     Batches from transforms with `skip_undecodable=True` mark undecodable videos (`decoded`, `skipped_videos`, see
     `VideoClassificationCollator`): they are left out of the metrics, counted in `num_skipped` and listed (path ->
     reason) in `skipped_videos` when there are any. `num_samples` counts the videos that count.
     """
     model.eval()
-    all_scores, all_labels, all_losses, all_decoded = [], [], [], []
+    streamed = isinstance(dataloader, VideoBatchStream)
+    scoring_model = accelerator.unwrap_model(model) if streamed else model
+    results = []  # per batch: (scores, labels, losses, decoded)
     undecodable: dict[str, str] = {}  # this process's
     for batch in tqdm(dataloader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        if streamed:
+            batch = send_to_device(batch, accelerator.device)
         pixel_values, labels = batch["pixel_values"], batch["labels"]
         decoded = batch.get("decoded")
         if decoded is None:
@@ -599,14 +787,16 @@ def evaluate(model, dataloader, accelerator: Accelerator, desc: str = "eval") ->
         undecodable.update(batch.get("skipped_videos", {}))
         # Undecodable videos are scored too (zeros) and dropped after the gather: every process runs the same
         # forward passes (collectives under DDP / FSDP) and gathers as many rows as it has items.
-        scores, losses = _scores_and_losses(model, pixel_values, labels)
-        scores, labels, losses, decoded = accelerator.gather_for_metrics((scores, labels, losses, decoded.long()))
-        all_scores.append(scores.cpu())
-        all_labels.append(labels.cpu())
-        all_losses.append(losses.cpu())
-        all_decoded.append(decoded.cpu().bool())
-    decoded = torch.cat(all_decoded)
-    scores, labels, losses = torch.cat(all_scores)[decoded], torch.cat(all_labels)[decoded], torch.cat(all_losses)
+        scores, losses = _scores_and_losses(scoring_model, pixel_values, labels)
+        result = (scores, labels, losses, decoded.long())
+        if not streamed:
+            result = accelerator.gather_for_metrics(result)
+        results.append(tuple(tensor.cpu() for tensor in result))
+    if streamed:  # every process's batches, once
+        results = gather_object(results)
+    scores, labels, losses, decoded = (torch.cat(column) for column in zip(*results))
+    decoded = decoded.bool()
+    scores, labels = scores[decoded], labels[decoded]
     metrics: dict[str, Any] = top_k_accuracy(scores, labels)
     metrics["loss"] = losses[decoded].mean().item()
     metrics["num_samples"] = int(decoded.sum())
