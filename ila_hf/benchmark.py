@@ -801,7 +801,8 @@ def format_markdown(results: dict) -> str:
             {"operators": category, "ms": ms, "share": f"{100 * ms / total:.1f}%"}
             for category, ms in profile["self_ms"].items()
         ]
-        heading = f"Where the time goes: {MODELS[profile['model']]}, {profile['size']}, batch 1 (torch profiler, self time)"
+        model = f"{MODELS[profile['model']]}, {profile['size']}"
+        heading = f"Where the time goes: {model}, batch 1 (torch profiler, self time)"
         parts.append(_section(heading, "", _PROFILE_COLUMNS, rows))
     targets = results["targets"]
     target_lines = [
