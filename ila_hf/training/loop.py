@@ -129,6 +129,7 @@ class _Run:
     progress: TrainingProgress
     window: StepWindow
     losses: "_RunningLosses"
+    window_sums: torch.Tensor  # this process's training sums in the current optimizer step, as in `epoch_sums`
 
 
 def _set_up(config: TrainingConfig) -> _Run:
@@ -200,6 +201,7 @@ def _set_up(config: TrainingConfig) -> _Run:
         progress=progress,
         window=StepWindow(model),
         losses=_RunningLosses(),
+        window_sums=torch.zeros(4, device=accelerator.device),
     )
 
 
@@ -269,6 +271,9 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
     progress.global_step += 1
     progress_bar.update(1)
+    step_sums = accelerator.reduce(run.window_sums, reduction="sum").tolist()  # the same on every process
+    progress.epoch_sums = [total + step for total, step in zip(progress.epoch_sums, step_sums)]
+    run.window_sums.zero_()
     record_step_faults(accelerator, progress, verdict, config, len(run.train_dataset), run.checkpoints_dir)
     if verdict.update:
         progress.consecutive_nonfinite_steps = 0
@@ -322,7 +327,19 @@ def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: in
             optimizer.zero_grad(set_to_none=True)  # a skipped step drops the window's gradients
     if has_videos:
         run.losses.add(outputs)
+        run.window_sums += _training_sums(outputs, batch["labels"])
     return verdict
+
+
+def _training_sums(outputs, labels: torch.Tensor) -> torch.Tensor:
+    """(finite loss x clips, clips with a finite loss, correct top-1, clips) of a micro-batch; labels (B,) or mixed
+    soft targets (B, K), whose largest entry counts as the class."""
+    clips = torch.tensor(float(labels.shape[0]), device=outputs.logits.device)
+    finite = torch.isfinite(outputs.loss.detach())
+    targets = labels.argmax(dim=-1) if labels.ndim == 2 else labels
+    correct = (outputs.logits.detach().argmax(dim=-1) == targets).sum().float()
+    loss = torch.where(finite, outputs.loss.detach().float() * clips, 0.0)
+    return torch.stack([loss, finite.float() * clips, correct, clips])
 
 
 class _RunningLosses:
@@ -355,12 +372,16 @@ def _end_epoch(run: _Run, config: TrainingConfig) -> None:
     accelerator, progress = run.accelerator, run.progress
     epoch = progress.epoch
     progress.epoch, progress.batches_in_epoch, progress.undecodable_in_epoch = epoch + 1, 0, {}
+    loss_sum, loss_clips, correct, clips = progress.epoch_sums
+    entry = {"epoch": epoch, "train_loss": loss_sum / max(loss_clips, 1.0), "train_top1": correct / max(clips, 1.0)}
+    progress.epoch_sums = [0.0, 0.0, 0.0, 0.0]
+    progress.history.append(entry)
     if run.validation_loader is not None and (
         (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs
     ):
         metrics = evaluate(run.model, run.validation_loader, accelerator, desc=f"eval epoch {epoch}")
         record_undecodable(accelerator, progress, metrics, "validation", len(run.validation_dataset), config)
-        progress.history.append({"epoch": epoch, **metrics})
+        entry.update(metrics)
         accelerator.print(
             f"epoch {epoch}: top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f}"
         )
