@@ -30,8 +30,9 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import transformers
@@ -673,8 +674,15 @@ def evaluate_targets(results: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    def cell(value):
+@dataclass(frozen=True)
+class _Column:
+    """One column of a results table: its header and its cell's value, a row's key or a function of the row."""
+
+    header: str
+    value: str | Callable[[dict], Any]
+
+    def cell(self, row: dict) -> str:
+        value = row[self.value] if isinstance(self.value, str) else self.value(row)
         if value is None:
             return "-"
         if isinstance(value, bool):
@@ -683,12 +691,61 @@ def _table(header: list[str], rows: list[list]) -> str:
             return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
         return str(value)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+
+def _model_name(row: dict) -> str:
+    return MODELS[row["model"]]
+
+
+_COST_COLUMNS = (
+    _Column("model", _model_name),
+    _Column("size", "size"),
+    _Column("GMACs", "gmacs"),
+    _Column("attention", "attention_gmacs"),
+    _Column("head", "head_gmacs"),
+    _Column("GMACs w/o attention", lambda row: row["gmacs"] - row["attention_gmacs"]),
+    _Column("params (M)", "params_m"),
+    _Column("trainable (M)", "trainable_m"),
+)
+_INFERENCE_COLUMNS = (
+    _Column("model", _model_name),
+    _Column("size", "size"),
+    _Column("dtype", "dtype"),
+    _Column("batch", "batch_size"),
+    _Column("latency (ms)", "latency_ms"),
+    _Column("best (ms)", "latency_min_ms"),
+    _Column("CPU (s)", "cpu_s"),
+    _Column("clips/s", "clips_per_s"),
+    _Column("GMAC/s", "gmacs_per_s"),
+    _Column("of matmul rate", "matmul_fraction"),
+    _Column("peak (MiB)", "peak_mb"),
+)
+_TRAINING_COLUMNS = (
+    _Column("model", _model_name),
+    _Column("size", "size"),
+    _Column("backbone", "backbone"),
+    _Column("act. checkpointing", "checkpointing"),
+    _Column("batch", "batch_size"),
+    _Column("step (s)", "step_s"),
+    _Column("CPU (s)", "cpu_s"),
+    _Column("peak (MiB)", "peak_mb"),
+    _Column("params with gradients (M)", "gradients_m"),
+    _Column("optimizer state (MiB)", "optimizer_state_mb"),
+)
+_PROFILE_COLUMNS = (_Column("operators", "operators"), _Column("ms", "ms"), _Column("share", "share"))
+
+
+def _table(columns: Sequence[_Column], rows: Sequence[dict]) -> str:
+    lines = ["| " + " | ".join(column.header for column in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(column.cell(row) for column in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def _section(heading: str, explanation: str, columns: Sequence[_Column], rows: Sequence[dict]) -> str:
+    return f"### {heading}\n\n" + (f"{explanation}\n\n" if explanation else "") + _table(columns, rows)
+
+
 def format_markdown(results: dict) -> str:
+    """The benchmark's report: the machine, then one table per measurement and the targets."""
     options, machine = results["options"], results["machine"]
     view = f"{options['frames']}x{options['image_size']}"
     rates = ", ".join(f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in results["matmul_gflops"].items())
@@ -701,61 +758,24 @@ def format_markdown(results: dict) -> str:
         header,
         f"Command: `{results['command']}`",
         f"Dense {options['matmul_size']}x{options['matmul_size']} matmul: {rates}.",
-        f"### Cost per view ({view}), random weights at real sizes\n\n"
-        "GMACs: multiply-adds of matmuls and convolutions (FlopCounterMode / 2) for the whole model; attention: the "
-        "part in batched matmuls (attention scores and weighted values); head: the classification head's share.\n\n"
-        + _table(
-            ["model", "size", "GMACs", "attention", "head", "GMACs w/o attention", "params (M)", "trainable (M)"],
-            [
-                [
-                    MODELS[row["model"]],
-                    row["size"],
-                    row["gmacs"],
-                    row["attention_gmacs"],
-                    row["head_gmacs"],
-                    row["gmacs"] - row["attention_gmacs"],
-                    row["params_m"],
-                    row["trainable_m"],
-                ]
-                for row in results["cost"]
-            ],
+        _section(
+            f"Cost per view ({view}), random weights at real sizes",
+            "GMACs: multiply-adds of matmuls and convolutions (FlopCounterMode / 2) for the whole model; attention: "
+            "the part in batched matmuls (attention scores and weighted values); head: the classification head's "
+            "share.",
+            _COST_COLUMNS,
+            results["cost"],
         ),
     ]
     if results["inference"]:
         parts.append(
-            "### Inference\n\nLatency: median over the repeats, and the best; CPU: the process's CPU time per call. "
-            "Peak memory: weights plus the peak of tensors allocated during the call. Of matmul rate: achieved "
-            "multiply-adds/s over the dense matmul rate.\n\n"
-            + _table(
-                [
-                    "model",
-                    "size",
-                    "dtype",
-                    "batch",
-                    "latency (ms)",
-                    "best (ms)",
-                    "CPU (s)",
-                    "clips/s",
-                    "GMAC/s",
-                    "of matmul rate",
-                    "peak (MiB)",
-                ],
-                [
-                    [
-                        MODELS[row["model"]],
-                        row["size"],
-                        row["dtype"],
-                        row["batch_size"],
-                        row["latency_ms"],
-                        row["latency_min_ms"],
-                        row["cpu_s"],
-                        row["clips_per_s"],
-                        row["gmacs_per_s"],
-                        row["matmul_fraction"],
-                        row["peak_mb"],
-                    ]
-                    for row in results["inference"]
-                ],
+            _section(
+                "Inference",
+                "Latency: median over the repeats, and the best; CPU: the process's CPU time per call. Peak memory: "
+                "weights plus the peak of tensors allocated during the call. Of matmul rate: achieved multiply-adds/s "
+                "over the dense matmul rate.",
+                _INFERENCE_COLUMNS,
+                results["inference"],
             )
         )
     if results["skipped"]:
@@ -769,48 +789,23 @@ def format_markdown(results: dict) -> str:
         )
     if results["training"]:
         parts.append(
-            "### One training step (forward, loss, backward, AdamW)\n\nPeak memory: weights, optimizer state and "
-            "the peak of tensors allocated during the step (activations, gradients).\n\n"
-            + _table(
-                [
-                    "model",
-                    "size",
-                    "backbone",
-                    "act. checkpointing",
-                    "batch",
-                    "step (s)",
-                    "CPU (s)",
-                    "peak (MiB)",
-                    "params with gradients (M)",
-                    "optimizer state (MiB)",
-                ],
-                [
-                    [
-                        MODELS[row["model"]],
-                        row["size"],
-                        row["backbone"],
-                        row["checkpointing"],
-                        row["batch_size"],
-                        row["step_s"],
-                        row["cpu_s"],
-                        row["peak_mb"],
-                        row["gradients_m"],
-                        row["optimizer_state_mb"],
-                    ]
-                    for row in results["training"]
-                ],
+            _section(
+                "One training step (forward, loss, backward, AdamW)",
+                "Peak memory: weights, optimizer state and the peak of tensors allocated during the step "
+                "(activations, gradients).",
+                _TRAINING_COLUMNS,
+                results["training"],
             )
         )
     for profile in results["profile"]:
         total = sum(profile["self_ms"].values())
-        parts.append(
-            f"### Where the time goes: {MODELS[profile['model']]}, {profile['size']}, batch 1 (torch profiler, "
-            "self time)\n\n"
-            + _table(
-                ["operators", "ms", "share"],
-                [[category, ms, f"{100 * ms / total:.1f}%"] for category, ms in profile["self_ms"].items()],
-            )
-        )
+        rows = [
+            {"operators": category, "ms": ms, "share": f"{100 * ms / total:.1f}%"}
+            for category, ms in profile["self_ms"].items()
+        ]
+        model = f"{MODELS[profile['model']]}, {profile['size']}"
+        heading = f"Where the time goes: {model}, batch 1 (torch profiler, self time)"
+        parts.append(_section(heading, "", _PROFILE_COLUMNS, rows))
     targets = results["targets"]
     target_lines = [
         f"- ILA's multiply-add rate vs CLIP's (fp32, timed in turn), {row['model']} {row['size']} batch "

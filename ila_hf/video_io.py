@@ -510,9 +510,11 @@ class _FrameReader:
         return self.current
 
 
-def _to_upright_rgb(frame: "av.VideoFrame", rotation: int, width: int, height: int) -> np.ndarray:
+def _to_upright_rgb(
+    frame: "av.VideoFrame", rotation: int, width: int, height: int, reformatter: "av.video.reformatter.VideoReformatter"
+) -> np.ndarray:
     # Scaling to the first frame's coded size keeps one shape if the resolution changes mid-stream.
-    array = frame.to_ndarray(format="rgb24", width=width, height=height)
+    array = reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
     return np.rot90(array, rotation // 90) if rotation else array
 
 
@@ -755,10 +757,13 @@ def _frames_at(reader: _FrameReader, slots: np.ndarray, metadata: VideoFileMetad
 def _upright_rgb_frames(wanted: list[_DecodedFrame], rotation: int) -> np.ndarray:
     """(N, H, W, 3) RGB of the wanted frames (each distinct frame converted once)."""
     first = wanted[0].frame
+    # One converter for all frames: `VideoFrame.to_ndarray(format=...)` sets up a new swscale context per frame,
+    # which costs ~0.5 ms, 12x the conversion itself for small frames (measured on 36 x 36 H.264 frames).
+    reformatter = av.video.reformatter.VideoReformatter()
     rgb_by_frame = {}
     for decoded in wanted:
         if id(decoded) not in rgb_by_frame:
-            rgb_by_frame[id(decoded)] = _to_upright_rgb(decoded.frame, rotation, first.width, first.height)
+            rgb_by_frame[id(decoded)] = _to_upright_rgb(decoded.frame, rotation, first.width, first.height, reformatter)
     return np.stack([rgb_by_frame[id(decoded)] for decoded in wanted])
 
 

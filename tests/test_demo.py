@@ -143,8 +143,20 @@ def test_the_points_picture_is_a_valid_png(miniature_demo):
         assert image.format == "PNG" and image.size[0] > 8 * 32 and image.size[1] > 2 * 32
 
 
+def test_both_runs_record_training_loss_and_accuracy_per_epoch_and_the_curves_are_saved(miniature_demo):
+    ila, frame_averaging = miniature_demo.reports
+    for report in (ila, frame_averaging):
+        assert [entry["epoch"] for entry in report.history] == list(range(16))
+        assert all(entry["train_loss"] > 0 and 0 <= entry["train_top1"] <= 1 for entry in report.history)
+        assert report.history[-1]["top1"] == report.accuracy  # the last epoch is validated
+    assert ila.history[-1]["train_loss"] < ila.history[0]["train_loss"]
+    assert ila.history[-1]["train_top1"] > frame_averaging.history[-1]["train_top1"]
+    with Image.open(miniature_demo.curves_image) as image:
+        assert image.format == "PNG"
+
+
 def test_the_report_prints_both_models_and_the_resources(miniature_demo):
     report = format_report(miniature_demo)
-    for text in ("ILA", "frame averaging", "chance 50.0%", "peak memory", "pipeline(", "interactive points"):
+    for text in ("ILA", "frame averaging", "chance 50.0%", "peak memory", "pipeline(", "interactive points", "curves"):
         assert text in report
     assert miniature_demo.peak_memory_mb > 0 and miniature_demo.runtime_seconds > 0

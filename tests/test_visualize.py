@@ -8,8 +8,11 @@ from PIL import Image
 from ila_hf.visualize import (
     EARLIER_COLOUR,
     LATER_COLOUR,
+    MASK_COLOUR,
     MASK_FLOOR,
+    MIN_TILE_PIXELS,
     draw_interactive_points,
+    draw_training_curves,
     interactive_points_and_masks,
     pixel_values_to_frames,
     point_to_pixel,
@@ -69,6 +72,22 @@ def test_figure_size_grows_by_the_label_margin_and_header():
     assert labelled.size[0] > plain.size[0] and labelled.size[1] > plain.size[1]
 
 
+def test_frames_are_enlarged_to_at_least_the_minimum_tile_by_default():
+    image = draw_interactive_points(_black_frames(2), _points(0, 0, num_frames=2), GRID_SIZE, gap=0)
+    scale = -(-MIN_TILE_PIXELS // IMAGE_SIZE)  # the smallest integer scale reaching the minimum
+    assert image.size == (2 * IMAGE_SIZE * scale, IMAGE_SIZE * scale)
+
+
+def test_column_labels_add_a_line_above_the_frames_and_must_match_them():
+    plain = draw_interactive_points(_black_frames(3), _points(0, 0), GRID_SIZE, scale=4)
+    labelled = draw_interactive_points(
+        _black_frames(3), _points(0, 0), GRID_SIZE, scale=4, column_labels=["frame 0", "frame 4", "frame 8"]
+    )
+    assert labelled.size[0] == plain.size[0] and labelled.size[1] > plain.size[1]
+    with pytest.raises(ValueError, match="2 column labels for 3 frames"):
+        draw_interactive_points(_black_frames(3), _points(0, 0), GRID_SIZE, column_labels=["a", "b"])
+
+
 def test_earlier_point_is_drawn_at_the_top_left_patch_centre_of_its_frame():
     scale = 4
     image = draw_interactive_points(
@@ -100,9 +119,23 @@ def test_masks_dim_the_frame_outside_the_mask():
         frames, _points((1, 1), (1, 1), num_frames=2), GRID_SIZE, masks=masks, scale=1, gap=0, marker_radius=0
     )
     pixels = np.asarray(image).astype(int)
-    inside, outside = pixels[8 + 1, 16 + 1], pixels[0 + 1, 0 + 1]  # away from markers and patch borders
+    # Patch (1, 2) spans rows 8-15 and columns 16-23; its centre is clear of the outline and the patch borders.
+    inside, outside = pixels[12, 20], pixels[4, 4]
     assert inside[0] == 200
     assert outside[0] == round(200 * MASK_FLOOR)
+
+
+def test_the_mask_is_outlined_around_its_patches_of_at_least_one_half():
+    frames = np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 200, dtype=np.uint8)
+    masks = np.zeros((1, 2, GRID_SIZE, GRID_SIZE))
+    masks[:, :, 1:3, 1:3] = 1.0  # rows and columns 1-2: pixels 8-23
+    masks[:, :, 0, 0] = 0.4  # under one half: not outlined
+    image = draw_interactive_points(
+        frames, _points((1, 1), (1, 1), num_frames=2), GRID_SIZE, masks=masks, scale=1, gap=0, marker_radius=0
+    )
+    pixels = np.asarray(image)
+    assert tuple(pixels[8, 12]) == tuple(pixels[23, 12]) == tuple(pixels[12, 8]) == tuple(pixels[12, 23]) == MASK_COLOUR
+    assert tuple(pixels[12, 12]) != MASK_COLOUR and tuple(pixels[0, 4]) != MASK_COLOUR
 
 
 @pytest.mark.parametrize(
@@ -163,9 +196,38 @@ def test_save_interactive_points_writes_a_png_of_the_chosen_layers(tiny_ila, tmp
 
     processor = ILAVideoProcessor(num_frames=4, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     video = np.random.default_rng(0).integers(0, 256, size=(12, 36, 36, 3), dtype=np.uint8)
-    path = save_interactive_points(tiny_ila, processor, video, tmp_path / "points.png", layers="last", scale=2)
-    with Image.open(path) as image:
+    last = save_interactive_points(tiny_ila, processor, video, tmp_path / "last.png", layers="last", scale=2)
+    every = save_interactive_points(tiny_ila, processor, video, tmp_path / "all.png", scale=2)
+    with Image.open(last) as image:
         image.verify()
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.size[1] == 36 + IMAGE_SIZE * 2  # header + one row
+    with Image.open(last) as one_row, Image.open(every) as two_rows:
+        assert one_row.format == "PNG"
+        assert two_rows.size[1] - one_row.size[1] == IMAGE_SIZE * 2 + 8  # a row per layer: a frame's height + gap
+
+
+# ---------------------------------------------------------------- training curves
+def _history(losses, accuracies, held_out=None):
+    history = [
+        {"epoch": epoch, "train_loss": loss, "train_top1": accuracy}
+        for epoch, (loss, accuracy) in enumerate(zip(losses, accuracies))
+    ]
+    if held_out is not None:
+        history[-1]["top1"] = held_out
+    return history
+
+
+def test_training_curves_draw_every_run_in_its_own_colour():
+    from ila_hf.visualize import CURVE_COLOURS
+
+    image = draw_training_curves(
+        {"ILA": _history([1.4, 0.7, 0.2], [0.3, 0.7, 1.0], 0.95), "frame averaging": _history([1.4] * 3, [0.25] * 3)},
+        title="curves",
+        chance=0.25,
+    )
+    colours = {tuple(colour) for colour in np.asarray(image).reshape(-1, 3)}
+    assert CURVE_COLOURS[0] in colours and CURVE_COLOURS[1] in colours and CURVE_COLOURS[2] not in colours
+
+
+def test_training_curves_need_an_epoch_per_run():
+    with pytest.raises(ValueError, match="at least one epoch"):
+        draw_training_curves({"ILA": []})

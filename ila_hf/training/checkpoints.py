@@ -46,6 +46,9 @@ class TrainingProgress:
     best_top1: float = -1.0
     best_epoch: int = -1
     history: list = field(default_factory=list)
+    # The current epoch's training sums over all processes: (finite loss x clips, clips with a finite loss, correct
+    # top-1, clips); kept here so that a run resumed inside an epoch reports the epoch's full means.
+    epoch_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     # Fault counts, agreed across processes (each process saw part of every step).
     undecodable_videos: dict = field(default_factory=dict)  # path -> reason, every epoch and split
     undecodable_in_epoch: dict = field(default_factory=dict)  # training videos of the current epoch

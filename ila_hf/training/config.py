@@ -153,7 +153,9 @@ class TrainingResult:
     global_step: int
     epoch: int
     stopped_early: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation metrics
+    # One entry per epoch: "epoch", "train_loss" and "train_top1" (means over the epoch's training clips, the loss
+    # being the one optimised), and the validation metrics ("top1", "loss", ...) of the epochs validated.
+    history: list[dict[str, float]] = field(default_factory=list)
     hub_upload: Any = None  # ila_hf.hub.UploadStatus when pushing
     undecodable_videos: dict[str, str] = field(default_factory=dict)  # path -> reason, training and validation
     nonfinite_loss_steps: list[int] = field(default_factory=list)  # optimizer steps skipped for a NaN/inf loss

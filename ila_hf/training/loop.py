@@ -171,6 +171,7 @@ class _Run:
     fingerprint: dict  # the run id, labels, model, data and recipe: stored in every checkpoint, checked on resume
     window: StepWindow
     losses: "_RunningLosses"
+    window_sums: torch.Tensor  # this process's training sums in the current optimizer step, as in `epoch_sums`
 
 
 def _accelerator(config: TrainingConfig) -> Accelerator:
@@ -243,6 +244,7 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
         fingerprint=run_fingerprint(config, label_names, num_examples(train_dataset), run_id),
         window=StepWindow(model),
         losses=_RunningLosses(),
+        window_sums=torch.zeros(4, device=accelerator.device),
     )
 
 
@@ -494,6 +496,9 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
     progress.global_step += 1
     progress_bar.update(1)
+    step_sums = accelerator.reduce(run.window_sums, reduction="sum").tolist()  # the same on every process
+    progress.epoch_sums = [total + step for total, step in zip(progress.epoch_sums, step_sums)]
+    run.window_sums.zero_()
     record_step_faults(accelerator, progress, verdict, config, run.train_batches.num_videos, run.checkpoints_dir)
     if verdict.update:
         progress.consecutive_nonfinite_steps = 0
@@ -549,7 +554,19 @@ def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: in
             optimizer.zero_grad(set_to_none=True)  # a skipped step drops the window's gradients
     if has_videos:
         run.losses.add(outputs)
+        run.window_sums += _training_sums(outputs, batch["labels"])
     return verdict
+
+
+def _training_sums(outputs, labels: torch.Tensor) -> torch.Tensor:
+    """(finite loss x clips, clips with a finite loss, correct top-1, clips) of a micro-batch; labels (B,) or mixed
+    soft targets (B, K), whose largest entry counts as the class."""
+    clips = torch.tensor(float(labels.shape[0]), device=outputs.logits.device)
+    finite = torch.isfinite(outputs.loss.detach())
+    targets = labels.argmax(dim=-1) if labels.ndim == 2 else labels
+    correct = (outputs.logits.detach().argmax(dim=-1) == targets).sum().float()
+    loss = torch.where(finite, outputs.loss.detach().float() * clips, 0.0)
+    return torch.stack([loss, finite.float() * clips, correct, clips])
 
 
 class _RunningLosses:
@@ -582,12 +599,16 @@ def _end_epoch(run: _Run, config: TrainingConfig) -> None:
     accelerator, progress = run.accelerator, run.progress
     epoch = progress.epoch
     progress.epoch, progress.batches_in_epoch, progress.undecodable_in_epoch = epoch + 1, 0, {}
+    loss_sum, loss_clips, correct, clips = progress.epoch_sums
+    entry = {"epoch": epoch, "train_loss": loss_sum / max(loss_clips, 1.0), "train_top1": correct / max(clips, 1.0)}
+    progress.epoch_sums = [0.0, 0.0, 0.0, 0.0]
+    progress.history.append(entry)
     if run.validation_loader is not None and (
         (epoch + 1) % config.eval_every_epochs == 0 or _finished(progress, config)
     ):
         metrics = evaluate(run.model, run.validation_loader, accelerator, desc=f"eval epoch {epoch}")
         record_undecodable(accelerator, progress, metrics, "validation", _num_evaluated(metrics), config)
-        progress.history.append({"epoch": epoch, **metrics})
+        entry.update(metrics)
         shown = " ".join(f"{name} {metrics[name]:.4f}" for name in ("top1", "top5", "loss") if name in metrics)
         accelerator.print(f"epoch {epoch}: {shown}")
         if config.log_with:
