@@ -67,6 +67,7 @@ def test_classes_imported_from_their_modules_are_registered_and_save_their_code(
     assert shown == ["ILAVideoConfig"]
     assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_ila.ILAVideoConfig",
+        "AutoModel": "modeling_ila.ILAVideoModel",
         "AutoModelForVideoClassification": "modeling_ila.ILAForVideoClassification",
     }
     assert (tmp_path / "modeling_ila.py").is_file() and (tmp_path / "configuration_ila.py").is_file()
