@@ -1,9 +1,10 @@
 """ila_hf: ILA (Implicit Learnable Alignment, ICCV 2023) video recognition for Hugging Face Transformers.
 
 Importing the package registers the ILA classes with transformers' Auto classes (AutoConfig, AutoModel,
-AutoModelForVideoClassification, AutoVideoProcessor). It imports neither torch nor transformers itself: the public
-names below load their module on first use, and each registration is made when transformers loads the Auto class
-it extends (see `auto_registration`), so that `ila-hf --help` answers at once.
+AutoModelForVideoClassification, AutoVideoProcessor) and the `zero-shot-video-classification` pipeline. It imports
+neither torch nor transformers itself: the public names below load their module on first use, and each registration
+is made when transformers loads the Auto class or pipeline module it extends (see `auto_registration`), so that
+`ila-hf --help` answers at once.
 """
 
 import importlib
@@ -22,6 +23,7 @@ _LAZY_ATTRIBUTES = {
     "ILAVideoModel": "modeling_ila",
     "ILAVideoModelOutput": "modeling_ila",
     "ILAVideoProcessor": "video_processing_ila",
+    "ZeroShotVideoClassificationPipeline": "zero_shot_video_classification",
     "VideoDecodeError": "video_io",
     "load_video": "video_io",
     "read_video_metadata": "video_io",

@@ -5,7 +5,9 @@ torchvision): seconds of CPU that `import ila_hf`, and so `ila-hf --help`, shoul
 calls `register_when_loaded()`: each registration below runs as soon as transformers' module holding its Auto class,
 or the ILA module defining its classes, has been imported, whichever comes first, and at once for those already
 imported. `AutoModelForVideoClassification.from_pretrained(folder)` after `import ila_hf` thus works as if the
-registration had been made eagerly, and costs nothing more than transformers' own import.
+registration had been made eagerly, and costs nothing more than transformers' own import. The
+`zero-shot-video-classification` pipeline is registered with transformers' `PIPELINE_REGISTRY` the same way, when
+`transformers.pipelines` loads (e.g. `from transformers import pipeline`).
 
 A registration never runs in the middle of an import of transformers' or ILA's modules: transformers imports its Auto
 modules while its own modules are half-initialised (e.g. `@auto_docstring` on `CLIPVisionConfig` imports
@@ -25,11 +27,15 @@ logger = logging.getLogger(__name__)
 def _register_config() -> None:
     from transformers import AutoConfig
 
-    from .configuration_ila import ILAVideoConfig
+    from .configuration_ila import ZERO_SHOT_TASK, ILAVideoConfig
 
     AutoConfig.register(ILAVideoConfig.model_type, ILAVideoConfig, exist_ok=True)
     # `save_pretrained` then copies the code files and writes `auto_map`, so saved folders load with trust_remote_code.
     ILAVideoConfig.register_for_auto_class()
+    # The zero-shot pipeline is registered by `_register_pipeline` once transformers' pipelines load, which `pipeline()`
+    # does before it reads a config; a folder's declaration of it (for remote code) must not make `pipeline()` ask for
+    # trust_remote_code.
+    ILAVideoConfig.locally_registered_pipelines = (ZERO_SHOT_TASK,)
 
 
 def _register_models() -> None:
@@ -54,6 +60,21 @@ def _register_video_processor() -> None:
     ILAVideoProcessor.register_for_auto_class()
 
 
+def _register_pipeline() -> None:
+    from transformers import AutoModelForVideoClassification
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .configuration_ila import ZERO_SHOT_TASK
+    from .zero_shot_video_classification import ZeroShotVideoClassificationPipeline
+
+    PIPELINE_REGISTRY.register_pipeline(
+        ZERO_SHOT_TASK,
+        pipeline_class=ZeroShotVideoClassificationPipeline,
+        pt_model=AutoModelForVideoClassification,
+        type="multimodal",
+    )
+
+
 # Each registration and the modules whose loading makes it due: transformers' Auto module, and ILA's own module (a
 # class imported straight from its module must still save its code files).
 _PENDING = {
@@ -63,6 +84,7 @@ _PENDING = {
         "transformers.models.auto.video_processing_auto",
         f"{__package__}.video_processing_ila",
     ),
+    _register_pipeline: ("transformers.pipelines", f"{__package__}.zero_shot_video_classification"),
 }
 _lock = threading.Lock()
 _imports_in_progress = threading.local()  # .depth: imports of counted modules running in this thread

@@ -131,6 +131,15 @@ def _parse_views(text: str) -> tuple[int, int]:
     return int(clips), int(crops)
 
 
+def _parse_labels(text: str) -> list[str]:
+    labels = [label.strip() for label in text.split(",") if label.strip()]
+    if not labels or len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated class names, e.g. 'surfing,kayaking'; got {text!r}"
+        )
+    return labels
+
+
 def _add_predict_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
@@ -145,6 +154,11 @@ def _add_predict_command(subparsers) -> None:
     parser.add_argument(
         "--views", type=_parse_views, default=(1, 1), metavar="CLIPSxCROPS",
         help="temporal clips x spatial crops per video, softmax averaged; 4x3 is the published protocol (default: 1x1)",
+    )
+    parser.add_argument(
+        "--labels", type=_parse_labels, metavar="A,B,C",
+        help="classify into these comma-separated class names instead of the model's own (open vocabulary: text head "
+        "and the folder's text_model/); scores are over these names",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -171,6 +185,8 @@ def _add_predict_command(subparsers) -> None:
             raise
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = model.to(device).eval()
+        if args.labels:
+            model.set_class_names(args.labels)
         logger.info("Loaded %s (%d classes) on %s", args.model, model.config.num_labels, device)
         num_clips, num_crops = args.views
         videos = tqdm(args.videos, desc="videos", unit="video", disable=len(args.videos) < 2, file=sys.stderr)

@@ -47,6 +47,11 @@ CLIP_SIZES = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "image_size",
     "patch_size", "projection_dim",
 )
+# The pipeline that a remote-code folder with the text head declares in `config.custom_pipelines`, so that
+# `pipeline("zero-shot-video-classification", model=folder, trust_remote_code=True)` finds it without ila_hf. Its file
+# sits next to the modelling file (which does not import it) and is copied into the folder with the model's code.
+ZERO_SHOT_TASK = "zero-shot-video-classification"
+ZERO_SHOT_PIPELINE = "zero_shot_video_classification.ZeroShotVideoClassificationPipeline"
 MAX_GRID_SIZE = 64  # patches per side: 4096 patch tokens per frame (ViT-L/14@336 has 24 x 24)
 MAX_PARAMETERS = 4 * 10**9  # weights of the whole model (16 GB in float32); ILA on ViT-bigG/14 has 2.4e9 to 2.7e9
 
@@ -165,6 +170,23 @@ class ILAVideoConfig(CLIPVisionConfig):
     def grid_size(self) -> int:
         """Patches per side, S = image_size / patch_size."""
         return self.image_size // self.patch_size
+
+    # Pipeline tasks this process has registered itself (ila_hf's registration fills it; a copy loaded as remote code
+    # keeps it empty). A saved folder declares its pipeline in `custom_pipelines` for trust_remote_code, and
+    # transformers' `pipeline()` demands trust_remote_code for any task a config declares, so this class drops the
+    # declarations of the tasks the process already has when it loads a config.
+    locally_registered_pipelines = ()
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        declared = config_dict.get("custom_pipelines") or {}
+        local = cls.locally_registered_pipelines
+        if any(task in local for task in declared):
+            remote_only = {task: info for task, info in declared.items() if task not in local}
+            config_dict = {key: value for key, value in config_dict.items() if key != "custom_pipelines"}
+            if remote_only:
+                config_dict["custom_pipelines"] = remote_only
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_clip_vision_config(cls, clip_config, **kwargs) -> "ILAVideoConfig":

@@ -8,8 +8,9 @@ been checked against the model its architecture implies (on the meta device), so
 gigabytes (stride-0 views of a tiny storage, compressed zip entries) is refused at no cost.
 
 The architecture is read off the state dict (see `infer_architecture`), every source tensor is either mapped onto
-`ILAForVideoClassification` or dropped on purpose (`ConversionReport` lists which), and the K400 checkpoints' text
-tower is run once on the class names to fill the text head's class embeddings.
+`ILAForVideoClassification` or dropped on purpose (`ConversionReport` lists which). The K400 checkpoints' text
+tower is run once on the class names to fill the text head's class embeddings, and saved with its tokenizer in the
+folder's ``text_model/`` for new class names (open vocabulary).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from .configuration_ila import ILAVideoConfig
 from .data import read_label_names
 from .hub import export_model, markdown_table, model_card_context, push_to_hub_in_background
-from .modeling_ila import ILAForVideoClassification
+from .modeling_ila import TEXT_MODEL_FOLDER, ILAForVideoClassification
 
 
 logger = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ class ConversionReport:
     """Where every source tensor went: mapped onto the model, or dropped on purpose (with the reason)."""
 
     architecture: dict
-    mapped: dict[str, list[str]] = field(default_factory=dict)  # source key -> target keys
+    mapped: dict[str, list[str]] = field(default_factory=dict)  # source key -> target keys ("text_model/..." for K400)
     dropped: dict[str, str] = field(default_factory=dict)  # source key -> reason
     dropped_entries: list[str] = field(default_factory=list)  # top-level entries of the file besides 'model'
     computed: dict[str, str] = field(default_factory=dict)  # target key -> how it was computed
@@ -657,7 +658,6 @@ def build_config(architecture: ReleasedArchitecture, class_names: Sequence[str],
     return ILAVideoConfig(**settings)
 
 
-TEXT_TOWER_USED = "frozen CLIP text tower: run once on the class names to compute head.class_embeddings"
 TEXT_TOWER_UNUSED = "CLIP text tower saved along by the authors' model class; the SSv2 linear head does not use it"
 
 
@@ -666,8 +666,8 @@ class ConvertedTensors:
     model_state_dict: dict[str, torch.Tensor]  # ILAForVideoClassification names; all but head.class_embeddings
     text_state_dict: dict[str, torch.Tensor]  # CLIPTextModelWithProjection names (K400); empty for SSv2
     model_sources: dict[str, list[str]]  # source key -> model keys
-    text_sources: dict[str, list[str]]  # source key -> text model keys (K400)
-    dropped: dict[str, str]  # source key -> why the converted model does not hold it
+    text_sources: dict[str, list[str]]  # source key -> text model keys (K400), saved in the folder's text_model/
+    dropped: dict[str, str]  # source key -> why the converted folder does not hold it
 
 
 def convert_state_dict(
@@ -689,13 +689,13 @@ def convert_state_dict(
         if architecture.variant == "ssv2":
             text_mapper.discard("logit_scale")
     _raise_on_missing_or_unexpected(state_dict, [model_mapper, text_mapper])
-    reason = TEXT_TOWER_USED if architecture.variant == "k400" else TEXT_TOWER_UNUSED
+    keeps_text = architecture.variant == "k400"
     return ConvertedTensors(
         model_state_dict=model_mapper.target,
-        text_state_dict=text_mapper.target if architecture.variant == "k400" else {},
+        text_state_dict=text_mapper.target if keeps_text else {},
         model_sources=model_mapper.mapped,
-        text_sources=text_mapper.mapped if architecture.variant == "k400" else {},
-        dropped={key: reason for key in text_mapper.mapped},
+        text_sources=text_mapper.mapped if keeps_text else {},
+        dropped={} if keeps_text else {key: TEXT_TOWER_UNUSED for key in text_mapper.mapped},
     )
 
 
@@ -847,7 +847,10 @@ def convert_checkpoint(
 
     report = ConversionReport(
         architecture=asdict(architecture),
-        mapped=tensors.model_sources,
+        mapped={
+            **tensors.model_sources,
+            **{source: [f"{TEXT_MODEL_FOLDER}/{key}" for key in keys] for source, keys in tensors.text_sources.items()},
+        },
         dropped=tensors.dropped,
         dropped_entries=sorted(training_entries),
         source={
@@ -954,8 +957,9 @@ def _model_card_context(model, architecture: ReleasedArchitecture, report: Conve
         metrics["top-1 reported in the paper (4 x 3 views)"] = published
     head_note = (
         f"The text head's class embeddings were computed once by the checkpoint's own CLIP text tower on the "
-        f"{model.config.num_labels} class names (template `\"{CLASS_NAME_TEMPLATE}\"`); the text tower itself is not "
-        "part of this model."
+        f"{model.config.num_labels} class names (template `\"{CLASS_NAME_TEMPLATE}\"`). That text tower and its "
+        f"tokenizer are saved in `{TEXT_MODEL_FOLDER}/`, so the model also classifies into new classes given by name "
+        "(`model.set_class_names([...])`, or the `zero-shot-video-classification` pipeline)."
         if architecture.head == "text"
         else f"The linear head's {model.config.num_labels} classes follow the released label list's order."
     )

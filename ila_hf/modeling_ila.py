@@ -10,8 +10,11 @@ This file imports only torch, transformers and `.configuration_ila`, so it trave
 import copy
 import math
 import os
+import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +28,7 @@ from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, eager_a
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_ila import ILAVideoConfig
+from .configuration_ila import ZERO_SHOT_PIPELINE, ZERO_SHOT_TASK, ILAVideoConfig
 
 
 @dataclass
@@ -728,8 +731,10 @@ class ILALinearHead(nn.Module):
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.projection_dim, config.num_labels)
 
-    def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
-        """video_embeds (B, E); patch_tokens unused (the text head needs them) -> logits (B, K)."""
+    def forward(
+        self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor, class_embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """video_embeds (B, E); patch_tokens and class_embeddings unused (the text head's) -> logits (B, K)."""
         return self.classifier(self.dropout(self.norm(F.normalize(video_embeds, dim=-1))))
 
 
@@ -780,19 +785,41 @@ class ILATextHead(nn.Module):
         self.prompt_generator = ILAPromptGenerator(config)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.register_buffer("class_embeddings", torch.zeros(config.num_labels, config.projection_dim))
+        self._checked_embeddings = None  # (address, version) of the class embeddings last found non-zero
 
-    def forward(self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
-        """video_embeds (B, E), patch_tokens (B, T, N, D) -> logits (B, K)."""
-        # A data-dependent check: skipped while compiling (a graph break) and for meta tensors (no values).
-        if not (torch.compiler.is_compiling() or self.class_embeddings.is_meta or self.class_embeddings.any()):
+    def check_class_embeddings(self) -> None:
+        """
+        Raise if the class embeddings are all zero (never set). The check needs a device sync, so it runs once per
+        state of the buffer: loading copies into it (a new version), `set_class_names` and `.to()` replace it (a new
+        address). Skipped while compiling (a graph break) and for meta tensors (no values); inference tensors keep
+        no version, so those are checked every time.
+        """
+        embeddings = self.class_embeddings
+        if torch.compiler.is_compiling() or embeddings.is_meta:
+            return
+        state = None if embeddings.is_inference() else (embeddings.data_ptr(), embeddings._version)
+        if state is not None and state == self._checked_embeddings:
+            return
+        if not embeddings.any():
             raise ValueError(
                 "The text head has no class embeddings (all zero), so every class would get the same score. Embed "
-                "the class names first: model.set_class_names(class_names, clip_text), or "
+                "the class names first: model.set_class_names(class_names) (with the model folder's text_model/, "
+                "else give a CLIP text tower: model.set_class_names(class_names, clip_text)), or "
                 "ILAForVideoClassification.from_clip(..., class_names=...)."
             )
+        self._checked_embeddings = state
+
+    def forward(
+        self, video_embeds: torch.Tensor, patch_tokens: torch.Tensor, class_embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """video_embeds (B, E), patch_tokens (B, T, N, D), class_embeddings (K, E) or None: the stored ones
+        -> logits (B, K)."""
+        if class_embeddings is None:
+            self.check_class_embeddings()
+            class_embeddings = self.class_embeddings
         # Averaging over frames before the (linear) projection: the same context with T times fewer multiply-adds.
         context = self.visual_proj(self.visual_norm(patch_tokens).mean(dim=1))  # (B, N, E)
-        class_embeds = self.class_embeddings.expand(video_embeds.shape[0], -1, -1)  # (B, K, E)
+        class_embeds = class_embeddings.to(context.dtype).expand(video_embeds.shape[0], -1, -1)  # (B, K, E)
         class_embeds = class_embeds + self.prompt_generator(class_embeds, context)
         similarity = torch.einsum(
             "be,bke->bk", F.normalize(video_embeds, dim=-1), F.normalize(class_embeds, dim=-1)
@@ -823,6 +850,94 @@ def load_clip_tower(tower: str, name_or_path, config=None, dtype=None, **hub_kwa
     return loader.from_pretrained(name_or_path, config=tower_config, dtype=dtype, **hub_kwargs)
 
 
+TEXT_MODEL_FOLDER = "text_model"  # the model folder's subfolder holding the text side
+# What `from_pretrained` passes on when it finds the text side (the folder's location is given separately).
+_TEXT_SIDE_LOADING_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+
+
+def _text_tower(text_model: PreTrainedModel) -> PreTrainedModel:
+    """A `CLIPModel`'s text tower and projection as a `CLIPTextModelWithProjection` sharing its modules; any other
+    model as it is."""
+    from transformers import CLIPModel, CLIPTextModelWithProjection
+
+    if not isinstance(text_model, CLIPModel):
+        return text_model
+    text_config = copy.deepcopy(text_model.config.text_config)
+    text_config.projection_dim = text_model.config.projection_dim
+    with torch.device("meta"):  # every module is replaced by the CLIPModel's below
+        tower = CLIPTextModelWithProjection(text_config)
+    tower.text_model, tower.text_projection = text_model.text_model, text_model.text_projection
+    return tower
+
+
+class ILAClassNameEncoder:
+    """
+    The text side of the text head: a CLIP text tower with its projection (`CLIPTextModelWithProjection`) and its
+    tokenizer, which embed class names. It is not a submodule of the model (not in its state dict, not moved by
+    `.to()`): `save_pretrained` writes it to the folder's `text_model/` subfolder, and a model or tokenizer given as a
+    location is loaded only when names are embedded or saved, then kept.
+    """
+
+    def __init__(self, text_model, tokenizer=None, **loading_kwargs):
+        """
+        Args:
+            text_model: a `CLIPTextModelWithProjection` / `CLIPModel`, or the folder / Hub id of one (a `CLIPModel`'s
+                top-level `projection_dim` is used).
+            tokenizer: a CLIP tokenizer; None: loaded from `text_model`'s location.
+            loading_kwargs: `subfolder`, `revision`, `token`, `cache_dir`, ... for loading from that location.
+        """
+        self.location = text_model if isinstance(text_model, (str, os.PathLike)) else None
+        if self.location is None and tokenizer is None:
+            raise ValueError("A tokenizer is needed when the text model is given as a model object.")
+        self.text_model = None if self.location is not None else _text_tower(text_model)
+        self.tokenizer = tokenizer
+        self.loading_kwargs = loading_kwargs
+
+    @classmethod
+    def find(cls, name_or_path, **loading_kwargs) -> "ILAClassNameEncoder | None":
+        """The text side saved in a model folder or Hub repo (its `subfolder`), or None when it has none."""
+        from transformers.utils import cached_file
+
+        found = cached_file(
+            name_or_path,
+            "config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **loading_kwargs,
+        )
+        return None if found is None else cls(name_or_path, **loading_kwargs)
+
+    def load(self) -> tuple[PreTrainedModel, object]:
+        """(text model, tokenizer), loaded from their location on first use."""
+        from transformers import AutoTokenizer
+
+        if self.text_model is None:
+            self.text_model = load_clip_tower("text", self.location, **self.loading_kwargs)
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.location, **self.loading_kwargs)
+        return self.text_model, self.tokenizer
+
+    @torch.no_grad()
+    def embed(self, class_names: list[str], template: str = "{}", device=None) -> torch.Tensor:
+        """K names -> (K, E) text embeddings of `template.format(name)`, computed on `device`."""
+        text_model, tokenizer = self.load()
+        prompts = [template.format(name) for name in class_names]
+        # Truncated to the tower's context (77 tokens for CLIP): a longer name cannot index past its positions.
+        tokens = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
+        return text_model.to(device).eval()(**tokens).text_embeds
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the text model (safetensors) and the tokenizer to `directory`; nothing when that is where they
+        would be loaded from."""
+        if self.location is not None and os.path.isdir(self.location):
+            source = Path(self.location, self.loading_kwargs.get("subfolder", ""))
+            if source.resolve() == Path(directory).resolve():
+                return
+        text_model, tokenizer = self.load()
+        text_model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+
 class ILAForVideoClassification(ILAPreTrainedModel):
     """ILA video encoder + multi-frame integration transformer + a linear or text head."""
 
@@ -835,7 +950,27 @@ class ILAForVideoClassification(ILAPreTrainedModel):
         self.ila = ILAVideoModel(config)
         self.mit = ILAMultiFrameIntegrationTransformer(config)
         self.head = ILATextHead(config) if config.head == "text" else ILALinearHead(config)
+        # The text side that embeds new class names (text head only), saved in the folder's text_model/; see
+        # `set_class_names`.
+        self.class_name_encoder: ILAClassNameEncoder | None = None
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        As `PreTrainedModel.from_pretrained`. A text-head model also remembers the folder's `text_model/` (CLIP text
+        tower and tokenizer) when it has one, so that `set_class_names(names)` needs nothing more; the text side is
+        loaded only then.
+        """
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) with output_loading_info
+        if model.config.head == "text" and pretrained_model_name_or_path is not None:
+            loading_kwargs = {key: kwargs[key] for key in _TEXT_SIDE_LOADING_KWARGS if kwargs.get(key) is not None}
+            subfolder = os.path.join(kwargs.get("subfolder") or "", TEXT_MODEL_FOLDER)
+            model.class_name_encoder = ILAClassNameEncoder.find(
+                pretrained_model_name_or_path, subfolder=subfolder, **loading_kwargs
+            )
+        return loaded
 
     @classmethod
     def from_clip(
@@ -893,12 +1028,38 @@ class ILAForVideoClassification(ILAPreTrainedModel):
         self.ila.set_jitter_delta(delta)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """As `PreTrainedModel.save_pretrained`; a remote-code folder also maps `AutoModel` to the video encoder."""
+        """
+        As `PreTrainedModel.save_pretrained`, plus the text side in `text_model/` when the model has one. A
+        remote-code folder also maps `AutoModel` to the video encoder and, with the text head, declares the
+        zero-shot pipeline (`custom_pipelines` in its config.json) and holds its code.
+        """
+        save_directory = Path(save_directory)
+        pipeline_file = Path(__file__).with_name(ZERO_SHOT_PIPELINE.split(".")[0] + ".py")
+        declares_pipeline = self._auto_class is not None and self.config.head == "text" and pipeline_file.is_file()
         if self._auto_class is not None:
             module = type(self.ila).__module__.rsplit(".", 1)[-1]
             auto_map = getattr(self.config, "auto_map", None) or {}
             self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(self.ila).__name__}"}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        # Before the model itself: `save_pretrained(..., push_to_hub=True)` uploads the folder at its end.
+        if kwargs.get("is_main_process", True):
+            save_directory.mkdir(parents=True, exist_ok=True)
+            if declares_pipeline:
+                shutil.copy(pipeline_file, save_directory / pipeline_file.name)
+            if self.class_name_encoder is not None:
+                self.class_name_encoder.save_pretrained(save_directory / TEXT_MODEL_FOLDER)
+        if not declares_pipeline:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        # In the saved config only: on the live one, `pipeline(task, model=self)` would ask for trust_remote_code.
+        declared = getattr(self.config, "custom_pipelines", None)
+        zero_shot = {"impl": ZERO_SHOT_PIPELINE, "pt": ["AutoModelForVideoClassification"], "type": "multimodal"}
+        self.config.custom_pipelines = {**(declared or {}), ZERO_SHOT_TASK: zero_shot}
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if declared is None:
+                del self.config.custom_pipelines
+            else:
+                self.config.custom_pipelines = declared
 
     @property
     def is_fused(self) -> bool:
@@ -909,62 +1070,92 @@ class ILAForVideoClassification(ILAPreTrainedModel):
         self.ila.fuse_for_inference()
         return self
 
-    @torch.no_grad()
-    def set_class_names(self, class_names: list[str], clip_text_model_or_path, tokenizer=None, template="{}"):
+    def set_class_names(
+        self, class_names: list[str], clip_text_model_or_path=None, tokenizer=None, template: str = "{}"
+    ) -> None:
         """
         Fill the text head's class embeddings by running a CLIP text tower once on the class names, and set
         `config.id2label` / `label2id`. Inference afterwards needs no text tower.
 
         Args:
-            class_names: K names, in label-id order.
-            clip_text_model_or_path: a `CLIPTextModelWithProjection` / `CLIPModel`, or a folder / Hub id of one
-                (a `CLIPModel`'s top-level `projection_dim` is used).
-            tokenizer: a CLIP tokenizer; loaded from `clip_text_model_or_path` when it is a path.
+            class_names: K names, in label-id order; any names, also ones never seen in training (open vocabulary).
+            clip_text_model_or_path: a `CLIPTextModelWithProjection` / `CLIPModel`, or a folder / Hub id of one (a
+                `CLIPModel`'s top-level `projection_dim` is used); it becomes the model's text side, saved with it
+                in `text_model/`. None: the model's own text side, e.g. the `text_model/` of the folder it was loaded
+                from.
+            tokenizer: a CLIP tokenizer for `clip_text_model_or_path`; loaded from it when it is a location.
             template: format string applied to each name ("{}" in the released K400 recipe).
-        """
-        from transformers import AutoTokenizer, CLIPModel
 
-        if self.config.head != "text":
-            raise ValueError(f"set_class_names needs the text head, but this model has head={self.config.head!r}.")
-        if isinstance(clip_text_model_or_path, (str, os.PathLike)):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(clip_text_model_or_path)
-            text_model = load_clip_tower("text", clip_text_model_or_path)
-        else:
-            text_model = clip_text_model_or_path
-        if tokenizer is None:
-            raise ValueError("A tokenizer is needed when the text model is given as a model object.")
-        tokens = tokenizer([template.format(name) for name in class_names], padding=True, return_tensors="pt")
-        text_model = text_model.to(self.device).eval()
-        tokens = tokens.to(self.device)
-        if isinstance(text_model, CLIPModel):
-            class_embeddings = text_model.get_text_features(**tokens).pooler_output
-        else:
-            class_embeddings = text_model(**tokens).text_embeds
-        if class_embeddings.shape[-1] != self.config.projection_dim:
-            raise ValueError(
-                f"The text tower embeds into {class_embeddings.shape[-1]} dims, the video model into "
-                f"{self.config.projection_dim}; use the CLIP text tower that matches the vision backbone."
-            )
+        Example:
+            `model = ILAForVideoClassification.from_pretrained(folder); model.set_class_names(["surfing", "kayaking"])`
+        """
+        if isinstance(class_names, str) or not class_names:
+            raise ValueError(f"class_names must be a non-empty list of names, got {class_names!r}.")
+        duplicates = sorted(name for name, count in Counter(class_names).items() if count > 1)
+        if duplicates:
+            raise ValueError(f"class_names must be distinct (each names one label); repeated: {duplicates[:5]}.")
+        if clip_text_model_or_path is None and tokenizer is not None:
+            raise ValueError("A tokenizer goes with its text tower: give clip_text_model_or_path too.")
+        encoder = self.class_name_encoder
+        if clip_text_model_or_path is not None:
+            encoder = ILAClassNameEncoder(clip_text_model_or_path, tokenizer)
+        class_embeddings = self._embed_class_names(encoder, list(class_names), template)
+        self.class_name_encoder = encoder
         self.head.class_embeddings = class_embeddings.to(self.head.class_embeddings.dtype)
         self.config.id2label = dict(enumerate(class_names))
         self.config.label2id = {name: index for index, name in enumerate(class_names)}
         self.num_labels = len(class_names)
 
+    def embed_class_names(self, class_names: list[str], template: str = "{}") -> torch.Tensor:
+        """
+        (K, E) text embeddings of the names by the model's text side, on the model's device: what `set_class_names`
+        stores, here for one call, `forward(pixel_values, class_embeddings=...)` (the zero-shot pipeline's use).
+        """
+        return self._embed_class_names(self.class_name_encoder, list(class_names), template)
+
+    def _embed_class_names(self, encoder: ILAClassNameEncoder | None, class_names: list[str], template: str):
+        if self.config.head != "text":
+            raise ValueError(
+                f"Embedding class names needs the text head, but this model has head={self.config.head!r}."
+            )
+        if encoder is None:
+            raise ValueError(
+                f"This model has no text side to embed class names with (none was given, and no {TEXT_MODEL_FOLDER}/ "
+                "subfolder where it was loaded from): give the CLIP text tower of its backbone (its tokenizer loads "
+                "from the same place), e.g. model.set_class_names(names, 'openai/clip-vit-base-patch16')."
+            )
+        class_embeddings = encoder.embed(class_names, template, self.device)  # (K, E)
+        if class_embeddings.shape[-1] != self.config.projection_dim:
+            raise ValueError(
+                f"The text tower embeds into {class_embeddings.shape[-1]} dims, the video model into "
+                f"{self.config.projection_dim}; use the CLIP text tower that matches the vision backbone."
+            )
+        return class_embeddings
+
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_embeddings: torch.Tensor | None = None,
+        **kwargs,
     ) -> ILAVideoClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Normalised video frames, e.g. from [`ILAVideoProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size,)` or `torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Class indices, or soft targets (mixup / cutmix / label smoothing) summing to 1 per row.
+        class_embeddings (`torch.FloatTensor` of shape `(num_classes, projection_dim)`, *optional*):
+            Text head only: score against these classes (e.g. from [`~ILAForVideoClassification.embed_class_names`])
+            instead of the stored ones; the logits then have `num_classes` columns.
         output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
             As in every transformers model; the video encoder's, see [`ILAVideoModelOutput`] for the shapes.
         """
+        if class_embeddings is not None and self.config.head != "text":
+            raise ValueError(f"class_embeddings need the text head, but this model has head={self.config.head!r}.")
         outputs = self.ila(pixel_values, return_dict=True, **kwargs)
         video_embeds = self.mit(outputs.frame_embeds).mean(dim=1)  # (B, E)
-        logits = self.head(video_embeds, outputs.last_hidden_state[:, :, 1:])
+        logits = self.head(video_embeds, outputs.last_hidden_state[:, :, 1:], class_embeddings)
 
         loss = classification_loss = None
         if labels is not None:
@@ -985,6 +1176,7 @@ class ILAForVideoClassification(ILAPreTrainedModel):
 
 
 __all__ = [
+    "ILAClassNameEncoder",
     "ILAForVideoClassification",
     "ILAPreTrainedModel",
     "ILAVideoClassifierOutput",

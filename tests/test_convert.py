@@ -191,8 +191,10 @@ def test_every_source_key_is_mapped_or_dropped_on_purpose(converted):
     ]
     text_keys = {key for key in state_dict if key.startswith(("transformer.", "token_embedding", "ln_final"))}
     text_keys |= {"positional_embedding", "text_projection"} & set(state_dict)
-    assert set(report["dropped"]) == text_keys
     assert bool(text_keys) == (variant == "k400")
+    # K400: the text tower is kept in the folder's text_model/ (open vocabulary), every key of it mapped there.
+    assert report["dropped"] == {}
+    assert all(target.startswith("text_model/") for key in text_keys for target in report["mapped"][key])
 
 
 def test_ssv2_checkpoint_carrying_an_unused_clip_text_tower_converts_and_lists_it(tmp_path):
