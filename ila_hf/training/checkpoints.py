@@ -136,10 +136,15 @@ def save_best_weights(accelerator: Accelerator, model, output_dir: Path) -> None
 
 
 def load_best_weights(model, output_dir: Path) -> None:
-    """Load what `save_best_weights` saved into the unwrapped model."""
+    """
+    Load what `save_best_weights` saved into the unwrapped model. Every process reads the full weights; an FSDP2 model
+    keeps its own shard of each (a collective: every process must call it).
+    """
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    model.load_state_dict(load_file(output_dir / "best" / "model.safetensors"))
+    weights = load_file(output_dir / "best" / "model.safetensors")
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 
 def resume_from_latest(

@@ -142,10 +142,15 @@ def _set_up(config: TrainingConfig) -> _Run:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     set_seed(config.seed)
-    if config.export == "best" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    # The best weights are reloaded with torch's distributed state-dict API, which shards them again under FSDP2;
+    # FSDP1 and DeepSpeed (whose ZeRO-3 shards the weights and whose ZeRO-1/2 keep master copies) are not tested.
+    if config.export == "best" and (
+        accelerator.distributed_type == DistributedType.DEEPSPEED
+        or (accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2)
+    ):
         raise ValueError(
-            f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
-            "shards; use export='last' (--export last) with FSDP or DeepSpeed."
+            f"export='best' reloads the best epoch's full weights into the model, which is not supported under "
+            f"{accelerator.distributed_type} here; use FSDP2 (fsdp_version: 2) or export='last' (--export last)."
         )
 
     # Data: lazily decoded clips; training randomness is a function of (seed, epoch, video).
@@ -266,6 +271,8 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     """Bookkeeping of an optimizer step just taken, or skipped on every process alike: count it and its faults,
     step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
     accelerator, progress = run.accelerator, run.progress
+    if accelerator.is_fsdp2:
+        _share_batch_norm_statistics(run.model)
     learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
     progress.global_step += 1
     progress_bar.update(1)
@@ -292,6 +299,19 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
     if stopped_early or (every and progress.global_step % every == 0):  # a planned stop saves too: resume from here
         save_checkpoint(accelerator, run.checkpoints_dir, config.checkpoints_total_limit)
     return stopped_early
+
+
+def _share_batch_norm_statistics(model: torch.nn.Module) -> None:
+    """
+    Every process takes the main process's BatchNorm running statistics (the interaction blocks'), as DDP's
+    `broadcast_buffers` does before each forward. FSDP2 shards parameters only: each process's buffers are its own and
+    are updated from its own batches, so without this the processes would evaluate with different statistics, and a
+    checkpoint (one copy of each buffer) could not restore every process's state.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
 
 def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: int) -> StepVerdict | None:
