@@ -149,7 +149,7 @@ def _set_up(config: TrainingConfig) -> _Run:
         or (accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2)
     ):
         raise ValueError(
-            f"export='best' reloads the best epoch's full weights into the model, which is not supported under "
+            "export='best' reloads the best epoch's full weights into the model, which is not supported under "
             f"{accelerator.distributed_type} here; use FSDP2 (fsdp_version: 2) or export='last' (--export last)."
         )
 
@@ -268,8 +268,8 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
 
 
 def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progress_bar, delta: float) -> bool:
-    """Bookkeeping of an optimizer step just taken, or skipped on every process alike: count it and its faults,
-    step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
+    """Bookkeeping of an optimizer step just taken, or skipped on every process alike: under FSDP2 share the BatchNorm
+    statistics, count the step and its faults, step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
     accelerator, progress = run.accelerator, run.progress
     if accelerator.is_fsdp2:
         _share_batch_norm_statistics(run.model)
