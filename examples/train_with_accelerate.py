@@ -5,8 +5,9 @@ One process:
         --train-data data/train.txt --validation-data data/val.txt --label-names data/labels.csv \
         --num-frames 8 --mixed-precision bf16 --output-dir runs/ila-b16
 
-Several GPUs (see docs/distributed.md), and continuing a stopped run:
-    accelerate launch --multi_gpu --num_processes 8 examples/train_with_accelerate.py ... --resume
+Several GPUs (see docs/distributed.md; examples/accelerate/fsdp2.yaml shards the model), and continuing a stopped run:
+    accelerate launch --config_file examples/accelerate/ddp.yaml --num_processes 8 \
+        examples/train_with_accelerate.py ... --resume
 
 Every option of `ila_hf.TrainingConfig` is a flag (`--help` lists them with the recipe's defaults).
 """

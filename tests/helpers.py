@@ -74,27 +74,50 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two_processes(script: Path, arguments: list[str]) -> subprocess.CompletedProcess:
-    """`accelerate launch` `script` with `arguments` on 2 CPU processes (gloo); asserts that it succeeded."""
+ACCELERATE_CONFIGS = REPO_ROOT / "examples" / "accelerate"  # the launcher configurations docs/distributed.md shows
+
+
+def launch_two_processes(
+    script: Path, arguments: list[str], config_file: Path = ACCELERATE_CONFIGS / "ddp.yaml"
+) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file config_file` `script` with `arguments` on 2 CPU processes (gloo, with the
+    script's `--cpu`); asserts that it succeeded."""
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
+        "--config_file",
+        str(config_file),
         "--num_processes",
         "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
         "--main_process_port",
         str(_free_port()),
         str(script),
         *arguments,
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
+
+
+def enable_fsdp_on_cpu() -> None:
+    """
+    Make accelerate run FSDP on CPU processes (gloo), for tests: call it in each launched process before the
+    `Accelerator` is built. accelerate 1.15 selects FSDP only for accelerator devices; on CPU processes it silently
+    falls back to `MULTI_CPU` (DDP) whatever the launcher configuration says. This sets the distributed type to FSDP
+    after accelerate's own set-up, exactly where and how accelerate sets it for GPUs (`AcceleratorState.__init__`),
+    so everything after it (wrapping, sharded checkpoints, state-dict gathering) is accelerate's and torch's own code.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    set_up = AcceleratorState.__init__
+
+    def set_up_with_fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
+        set_up(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    AcceleratorState.__init__ = set_up_with_fsdp_on_cpu

@@ -399,11 +399,16 @@ def check_best_weights(output_dir: Path, run_id: str) -> Path:
 
 
 def load_best_weights(model, output_dir: Path, run_id: str) -> None:
-    """Load what `save_best_weights` saved into the unwrapped model, after `check_best_weights`: another run's best
-    weights are never exported."""
+    """
+    Load what `save_best_weights` saved into the unwrapped model, after `check_best_weights`: another run's best
+    weights are never exported. Every process reads the full weights; an FSDP2 model keeps its own shard of each (a
+    collective: every process must call it).
+    """
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    model.load_state_dict(load_file(check_best_weights(output_dir, run_id)))
+    weights = load_file(check_best_weights(output_dir, run_id))
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 
 __all__ = [

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 
 from ..hub import HubUpload, export_model, model_card_context, push_to_hub_in_background
@@ -65,7 +66,8 @@ def export_run(
                 "wall-clock time of this run (s)": round(seconds, 1),
             },
         )
-        export_model(unwrapped, model_dir, video_processor=video_processor, card_context=card, state_dict=state_dict)
+        exported = _unsharded(unwrapped, state_dict)
+        export_model(exported, model_dir, video_processor=video_processor, card_context=card, state_dict=state_dict)
         write_metrics(output_dir, final_metrics, progress)
         if config.push_to_hub:
             upload = push_to_hub_in_background(
@@ -77,6 +79,24 @@ def export_run(
             )
     accelerator.wait_for_everyone()
     return model_dir, upload
+
+
+def _unsharded(model, state_dict: dict[str, torch.Tensor]):
+    """
+    `model`, or under FSDP2 a model of its own class holding the gathered `state_dict`, to export. FSDP2 changes a
+    sharded model's class to one it generates (`FSDPILAForVideoClassification`, defined in torch), which
+    `save_pretrained` would write into `auto_map`, copying torch's FSDP files as the model's code. The copy is built
+    on the meta device and takes the gathered tensors themselves: no second copy of the weights is made.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model
+    model_class = next(cls for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
+    with torch.device("meta"):
+        unsharded = model_class(model.config)
+    unsharded.load_state_dict(state_dict, assign=True)
+    return unsharded
 
 
 def write_metrics(output_dir: Path, final_metrics: dict[str, Any], progress: TrainingProgress) -> None:

@@ -191,10 +191,15 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
     if config.push_to_hub:
         _check_push_access(accelerator, config)
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)  # the weights
-    if config.export == "best" and sharded:
+    # The best weights are reloaded with torch's distributed state-dict API, which shards them again under FSDP2;
+    # FSDP1 and DeepSpeed (whose ZeRO-3 shards the weights and whose ZeRO-1/2 keep master copies) are not tested.
+    if config.export == "best" and (
+        accelerator.distributed_type == DistributedType.DEEPSPEED
+        or (accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2)
+    ):
         raise ValueError(
-            f"export='best' reloads the best epoch's full weights into the model, which {accelerator.distributed_type} "
-            "shards; use export='last' (--export last) with FSDP or DeepSpeed."
+            "export='best' reloads the best epoch's full weights into the model, which is not supported under "
+            f"{accelerator.distributed_type} here; use FSDP2 (fsdp_version: 2) or export='last' (--export last)."
         )
     if config.streaming and sharded and (config.validation_data or config.validation_split):
         raise ValueError(
@@ -490,9 +495,11 @@ def _train_epoch(run: _Run, config: TrainingConfig, progress_bar) -> bool:
 
 
 def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progress_bar, delta: float) -> bool:
-    """Bookkeeping of an optimizer step just taken, or skipped on every process alike: count it and its faults,
-    step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
+    """Bookkeeping of an optimizer step just taken, or skipped on every process alike: under FSDP2 share the BatchNorm
+    statistics, count the step and its faults, step the schedule, log, checkpoint when due. Returns whether the run stops here (`stop_after_steps`)."""
     accelerator, progress = run.accelerator, run.progress
+    if accelerator.is_fsdp2:
+        _share_batch_norm_statistics(run.model)
     learning_rates = {f"lr/{group['name']}": group["lr"] for group in run.optimizer.param_groups}
     progress.global_step += 1
     progress_bar.update(1)
@@ -524,6 +531,19 @@ def _finish_step(run: _Run, config: TrainingConfig, verdict: StepVerdict, progre
             accelerator, run.checkpoints_dir, progress.global_step, config.checkpoints_total_limit, run.fingerprint
         )
     return stopped_early
+
+
+def _share_batch_norm_statistics(model: torch.nn.Module) -> None:
+    """
+    Every process takes the main process's BatchNorm running statistics (the interaction blocks'), as DDP's
+    `broadcast_buffers` does before each forward. FSDP2 shards parameters only: each process's buffers are its own and
+    are updated from its own batches, so without this the processes would evaluate with different statistics, and a
+    checkpoint (one copy of each buffer) could not restore every process's state.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
 
 def _train_micro_batch(run: _Run, config: TrainingConfig, batch: dict, epoch: int) -> StepVerdict | None:
