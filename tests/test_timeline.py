@@ -18,7 +18,7 @@ from ila_hf.timeline import iter_timeline, predict_timeline
 from ila_hf.video_io import iter_video_frames
 
 from .conftest import TINY_CLIP_VISION
-from .videos import grey_frame, read_index, write_random_bytes, write_video
+from .videos import grey_frame, write_random_bytes, write_video
 
 
 FPS = 10
@@ -182,20 +182,6 @@ def test_frames_held_stay_bounded_however_long_the_video(tmp_path, processor, mo
     # A batch of 4 windows of 2 s, 1 s apart, spans 5 s (50 frames) of which 3 in 10 are sampled: 15 frames. Keeping
     # every frame instead held 88 and 358 here.
     assert most_held[30] == most_held[120] <= 16
-
-
-def test_streamed_frames_are_those_load_video_returns(scene_mp4):
-    wanted = [150, 3, 3, 77, 199]
-    frames = list(iter_video_frames(scene_mp4, wanted))
-    assert [(frame.index, frame.time) for frame in frames] == [(3, 0.3), (77, 7.7), (150, 15.0), (199, 19.9)]
-    decoded, _ = load_video(scene_mp4, sorted(set(wanted)))
-    np.testing.assert_array_equal(np.stack([frame.image for frame in frames]), decoded)
-
-
-def test_streaming_a_raw_stream_counts_it_first(tmp_path):
-    raw = write_video(tmp_path / "raw.h264", 40)
-    frames = list(iter_video_frames(raw, lambda metadata: np.arange(0, metadata.total_num_frames, 13)))
-    assert [(frame.index, read_index(frame.image)) for frame in frames] == [(0, 0), (13, 13), (26, 26), (39, 39)]
 
 
 def test_predict_timeline_from_the_command_line(tmp_path, scene_mp4, capsys):
