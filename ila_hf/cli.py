@@ -108,11 +108,15 @@ def _add_predict_command(subparsers) -> None:
         help="classify windows sliding over each whole video (one decoding pass) and print the segments of equal top "
         "class; with --json, every window, then the segments",
     )
-    parser.add_argument("--window", type=_positive_seconds, default=2.0, help="--timeline window in seconds (default: 2)")
+    parser.add_argument(
+        "--window", type=_positive_seconds, default=2.0, help="--timeline window in seconds (default: 2)"
+    )
     parser.add_argument(
         "--stride", type=_positive_seconds, default=1.0, help="--timeline seconds between window starts (default: 1)"
     )
-    parser.add_argument("--timeline-image", metavar="PNG", help="with --timeline and one VIDEO: save a picture of it")
+    parser.add_argument(
+        "--timeline-image", metavar="PNG", help="with --timeline and one VIDEO: save a picture of the timeline"
+    )
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load the model's own code from the Hub")
 

@@ -12,9 +12,11 @@ released"):
 - ``"dense"``: ``num_frames`` frames ``frame_interval`` apart, from one window of the video.
 
 Both have a multi-view form (``num_clips`` temporal views, shape ``(num_clips, num_frames)``) for
-the multi-view evaluation protocol. ``sliding_window_indices`` covers a whole long video with
-equally long clips (a timeline), each sampled with the evaluation segment rule. Short videos never fail: indices are clamped into
+the multi-view evaluation protocol. Short videos never fail: indices are clamped into
 ``[0, num_video_frames - 1]``, so frames repeat instead.
+
+``sliding_window_indices`` covers a whole long video with equally long windows (a timeline), each
+sampled like an evaluation clip.
 """
 
 import math

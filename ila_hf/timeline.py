@@ -12,9 +12,11 @@ top class), and a picture (`Timeline.save_image`). Class names are the model's `
 produced the logits.
 """
 
+import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -25,7 +27,14 @@ from tqdm.auto import tqdm
 
 from .inference import view_probabilities
 from .sampling import sliding_window_indices
-from .video_io import StreamedFrame, VideoFileMetadata, VideoSource, iter_video_frames, video_name
+from .video_io import (
+    StreamedFrame,
+    VideoDecodeError,
+    VideoFileMetadata,
+    VideoSource,
+    iter_video_frames,
+    video_name,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -147,7 +156,8 @@ class Timeline:
 
 def _window_plan(metadata: VideoFileMetadata, num_frames: int, window: float, stride: float):
     window_length = max(1, round(window * metadata.fps))
-    bounds, indices = sliding_window_indices(metadata.total_num_frames, num_frames, window_length, stride * metadata.fps)
+    frame_stride = stride * metadata.fps
+    bounds, indices = sliding_window_indices(metadata.total_num_frames, num_frames, window_length, frame_stride)
     return bounds / metadata.fps, indices
 
 
@@ -178,7 +188,8 @@ def iter_timeline(
         window (`float`): seconds per window. A video shorter than that is one window.
         stride (`float`): seconds from one window's start to the next; the last window ends at the video's end.
         top_k (`int`): classes reported per window (clipped to the number of classes).
-        batch_size (`int`): windows per forward pass; frames of at most this many windows are held.
+        batch_size (`int`): windows per forward pass; memory holds the preprocessed frames of about this many
+            windows (plus one window's decoded frames), however long the video.
         progress (`bool`): show a progress bar with the time left (on stderr).
 
     Yields:
@@ -194,6 +205,7 @@ def iter_timeline(
     class_names = [model.config.id2label[index] for index in range(model.config.num_labels)]
     top_k = min(top_k, len(class_names))
     plan = {}
+    progress_bar = tqdm(disable=not progress, unit="window", desc=video_name(video), dynamic_ncols=True)
 
     def plan_windows(metadata: VideoFileMetadata) -> np.ndarray:
         plan["times"], plan["indices"] = _window_plan(metadata, num_frames, window, stride)
@@ -203,7 +215,7 @@ def iter_timeline(
         """Windows ``first`` to ``last - 1``, whose frames are all in ``processed``."""
         clips = torch.stack([processed[index] for index in plan["indices"][first:last].ravel().tolist()])
         clips = clips.unflatten(0, (last - first, num_frames))  # (B, T, 3, H, W)
-        probabilities = view_probabilities(model, clips.to(model.device, model.dtype), max_batch_size=batch_size)
+        probabilities = view_probabilities(model, clips.to(model.device, model.dtype), max_batch_size=batch_size).cpu()
         scores, classes = probabilities.topk(top_k)
         for offset, (start, end) in enumerate(plan["times"][first:last].tolist()):
             yield TimelineWindow(
@@ -211,14 +223,13 @@ def iter_timeline(
                 end=end,
                 labels=[class_names[index] for index in classes[offset].tolist()],
                 scores=scores[offset].tolist(),
-                probabilities=probabilities[offset].cpu().numpy(),
+                probabilities=probabilities[offset].numpy(),
             )
         progress_bar.update(last - first)
 
     decoded: list[StreamedFrame] = []  # decoded frames not preprocessed yet: those since the last complete window
     processed: dict[int, torch.Tensor] = {}  # frame index -> (3, H, W), while a window not yet classified needs it
     first_pending = num_complete = 0  # windows [first_pending, num_complete) are complete and not yet classified
-    progress_bar = tqdm(disable=not progress, unit="window", desc=video_name(video), dynamic_ncols=True)
     with progress_bar:
         for frame in iter_video_frames(video, plan_windows):
             indices = plan["indices"]  # (num_windows, T), planned when the first frame was decoded
@@ -244,8 +255,6 @@ def iter_timeline(
 
 def _preprocess_into(processed: dict[int, torch.Tensor], frames: list[StreamedFrame], video_processor) -> None:
     """Resize, crop and normalise ``frames`` (one processor call) into ``processed`` by frame index."""
-    if not frames:
-        return
     pixel_values = video_processor(
         np.stack([frame.image for frame in frames]),
         do_sample_frames=False,
@@ -408,11 +417,6 @@ def print_timelines(
     ``predictions``), then one per video with its ``segments``; otherwise one tab-separated line per segment (video,
     start, end, score, label). ``image_path``: where to write the picture of the (single) video's timeline.
     """
-    import json
-    import sys
-
-    from .video_io import VideoDecodeError
-
     failures = 0
     for video in videos:
         name = video_name(video)
@@ -436,7 +440,8 @@ def print_timelines(
             print(json.dumps({"video": name, "segments": [segment.to_dict() for segment in segments]}), flush=True)
         else:
             for segment in segments:
-                print(f"{name}\t{segment.start:.2f}\t{segment.end:.2f}\t{segment.score:.4f}\t{segment.label}", flush=True)
+                row = (name, f"{segment.start:.2f}", f"{segment.end:.2f}", f"{segment.score:.4f}", segment.label)
+                print("\t".join(row), flush=True)
         if image_path is not None:
             timeline.save_image(image_path)
             logger.info("Wrote the timeline picture of %s to %s", name, image_path)

@@ -91,12 +91,11 @@ def test_each_window_is_the_clip_load_video_would_decode_for_it(scene_mp4, proce
     bounds, indices = sliding_window_indices(200, 4, window_length=30, stride=25.0)
     assert [(window.start, window.end) for window in windows] == [(first / FPS, end / FPS) for first, end in bounds]
     assert windows[-1].end == 20.0 and windows[-2].end < 20.0  # the last window is moved to end with the video
+    clips = [load_video(scene_mp4, clip)[0] for clip in indices]
     expected = torch.cat(
         [
-            view_probabilities(
-                model, processor(load_video(scene_mp4, clip)[0], do_sample_frames=False, return_tensors="pt").pixel_values
-            )
-            for clip in indices
+            view_probabilities(model, processor(clip, do_sample_frames=False, return_tensors="pt").pixel_values)
+            for clip in clips
         ]
     )
     torch.testing.assert_close(torch.from_numpy(np.stack([w.probabilities for w in windows])), expected)
@@ -199,7 +198,7 @@ def test_predict_timeline_from_the_command_line(tmp_path, scene_mp4, capsys):
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0
-    assert [(line["start"], line["end"]) for line in lines[:-1]] == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0), (16.0, 20.0)]
+    assert [(line["start"], line["end"]) for line in lines[:-1]] == [(start, start + 4.0) for start in (0, 4, 8, 12, 16)]
     assert all(line["video"] == str(scene_mp4) for line in lines)
     assert all(len(line["predictions"]) == 1 for line in lines[:-1])
     segments = lines[-1]["segments"]

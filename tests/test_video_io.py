@@ -413,10 +413,12 @@ def test_a_torchcodec_decoder_is_read_through_get_frames_at(clip_mp4):
 def test_streaming_yields_the_frames_load_video_returns_once_each_in_order(long_mp4, counting_open, form):
     wanted = [590, 3, 3, 77, 300, 301]
     frames = list(video_io.iter_video_frames(video_in_form(long_mp4, form), wanted))
-    assert [(frame.index, frame.time) for frame in frames] == [(3, 0.12), (77, 3.08), (300, 12.0), (301, 12.04), (590, 23.6)]
+    assert [frame.index for frame in frames] == [3, 77, 300, 301, 590]
+    assert [frame.time for frame in frames] == [0.12, 3.08, 12.0, 12.04, 23.6]
     assert counting_open[-1].seeks >= 3  # far-away frames are reached by seeking, as in load_video
     assert [read_index(frame.image) for frame in frames] == [3, 77, 300, 301, 590]
-    np.testing.assert_array_equal(np.stack([frame.image for frame in frames]), load_video(long_mp4, sorted(set(wanted)))[0])
+    expected, _ = load_video(long_mp4, sorted(set(wanted)))
+    np.testing.assert_array_equal(np.stack([frame.image for frame in frames]), expected)
 
 
 def test_streaming_a_raw_stream_counts_it_first_then_reads_it_again(tmp_path):
