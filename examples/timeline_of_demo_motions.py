@@ -1,8 +1,9 @@
 """A timeline of a long video, with a model trained by the demo recipe (the picture in the README).
 
-1. `ila_hf.demo.run_demo` trains ILA on the synthetic motions (a few minutes on a CPU) and exports it with its video
-   processor (skipped when ``--model`` names such a folder already).
-2. A 40-second video is rendered at the demo's 8 fps: a shape moving left, up, right, then down, 10 seconds each
+1. `ila_hf.demo.run_demo` trains ILA on two of the synthetic motions, left and right (a short budget: 2 x 150 videos,
+   6 epochs, about 60 steps; a few minutes on a CPU), and exports it with its video processor (skipped when
+   ``--model`` names such a folder already).
+2. A 40-second video is rendered at the demo's 8 fps: a shape moving left, right, left, then right, 10 seconds each
    (`demo.render_video`, each part a new random shape and colours).
 3. `ila_hf.predict_timeline` classifies 2-second windows (the demo's clip length) every second; the segments are
    printed and the picture saved.
@@ -20,7 +21,8 @@ from ila_hf import predict_timeline
 from ila_hf.demo import DemoConfig, render_video, run_demo, write_mp4
 
 
-PARTS = ("moving_left", "moving_up", "moving_right", "moving_down")
+MOTIONS = ("moving_left", "moving_right")
+PARTS = ("moving_left", "moving_right", "moving_left", "moving_right")
 FPS = 8  # the demo's videos
 
 
@@ -32,7 +34,13 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="where to save the picture (default: OUTPUT_DIR/timeline.png)")
     args = parser.parse_args()
 
-    config = DemoConfig(output_dir=str(args.output_dir / "demo"))
+    config = DemoConfig(
+        output_dir=str(args.output_dir / "demo"),
+        motions=MOTIONS,
+        train_videos_per_class=150,
+        test_videos_per_class=16,
+        epochs=6,
+    )
     model_dir = args.model or Path(run_demo(config).model_dir)
     model = AutoModelForVideoClassification.from_pretrained(model_dir).eval()
     processor = AutoVideoProcessor.from_pretrained(model_dir)
