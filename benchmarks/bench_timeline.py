@@ -154,7 +154,7 @@ def main() -> None:
         print(f"writing {chunk} ...", flush=True)
         write_benchmark_video(chunk, CHUNK_SECONDS, FPS, GOP_SECONDS, WIDTH, HEIGHT, block=24, preset="ultrafast")
     for minutes in args.minutes:
-        path = args.cache_dir / f"texture_720p_{minutes}min_repeated_{CHUNK_SECONDS}s.mp4"
+        path = args.cache_dir / f"texture_720p_{minutes}min_{FPS}fps_repeated_{CHUNK_SECONDS}s.mp4"
         if not path.exists():
             write_long_video(path, minutes, chunk)
         for method in args.methods:

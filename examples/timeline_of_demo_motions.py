@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("timeline-demo"))
     parser.add_argument("--model", type=Path, help="an exported demo model (default: train one in OUTPUT_DIR/demo)")
     parser.add_argument("--seconds-per-part", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=2, help="of the rendered video's shapes and colours")
     parser.add_argument("--image", type=Path, help="where to save the picture (default: OUTPUT_DIR/timeline.png)")
     args = parser.parse_args()
 
@@ -45,11 +46,11 @@ def main() -> None:
     model = AutoModelForVideoClassification.from_pretrained(model_dir).eval()
     processor = AutoVideoProcessor.from_pretrained(model_dir)
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(args.seed)
     frames = np.concatenate(
         [render_video(part, rng, args.seconds_per_part * FPS, config.frame_size) for part in PARTS]
     )
-    video = write_mp4(args.output_dir / "four_motions.mp4", frames, fps=FPS)
+    video = write_mp4(args.output_dir / "left_right_left_right.mp4", frames, fps=FPS)
 
     timeline = predict_timeline(model, processor, video, window=2.0, stride=1.0, progress=True)
     print(f"true parts: {', '.join(PARTS)}, {args.seconds_per_part} s each")
