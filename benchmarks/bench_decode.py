@@ -26,17 +26,29 @@ from ila_hf.video_io import load_video, read_video_metadata
 from ila_hf.video_processing_ila import ILAVideoProcessor
 
 
-def write_benchmark_video(path: Path, seconds: int, fps: int, gop_seconds: float, width: int, height: int) -> Path:
-    """A texture scrolling diagonally (every frame differs, like camera motion), H.264 yuv420p, fixed GOP."""
-    texture = np.random.default_rng(0).integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
-    texture = np.kron(texture, np.ones((8, 8, 1), dtype=np.uint8))  # 8x8 blocks: compressible, not trivial
+def write_benchmark_video(
+    path: Path,
+    seconds: int,
+    fps: int,
+    gop_seconds: float,
+    width: int,
+    height: int,
+    *,
+    block: int = 8,
+    preset: str = "veryfast",
+) -> Path:
+    """A texture of random ``block``-pixel squares scrolling diagonally (every frame differs, like camera motion),
+    H.264 yuv420p (x264 ``preset``), fixed GOP."""
+    rows, columns = -(-height // block), -(-width // block)
+    texture = np.random.default_rng(0).integers(0, 256, (rows, columns, 3), dtype=np.uint8)
+    texture = np.kron(texture, np.ones((block, block, 1), dtype=np.uint8))[:height, :width]  # compressible, not trivial
     gop = round(gop_seconds * fps)
     partial = path.with_suffix(".partial.mp4")
     with av.open(str(partial), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.options = {
-            "preset": "veryfast",
+            "preset": preset,
             "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
         }
         for index in range(seconds * fps):

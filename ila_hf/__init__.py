@@ -34,6 +34,8 @@ _LAZY_ATTRIBUTES = {
     "train": "training",
     "convert_checkpoint": "convert",
     "export_model": "hub",
+    "predict_timeline": "timeline",
+    "iter_timeline": "timeline",
 }
 
 

@@ -7,6 +7,7 @@ Only the chosen subcommand's parser is built, and each imports what it needs ins
 import argparse
 import importlib
 import logging
+import math
 import os
 import shlex
 import sys
@@ -140,6 +141,16 @@ def _parse_labels(text: str) -> list[str]:
     return labels
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def _add_predict_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
@@ -161,6 +172,20 @@ def _add_predict_command(subparsers) -> None:
         "and the folder's text_model/); scores are over these names",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument(
+        "--timeline", action="store_true",
+        help="classify windows sliding over each whole video (one decoding pass) and print the segments of equal top "
+        "class; with --json, every window, then the segments",
+    )
+    parser.add_argument(
+        "--window", type=_positive_seconds, default=2.0, help="--timeline window in seconds (default: 2)"
+    )
+    parser.add_argument(
+        "--stride", type=_positive_seconds, default=1.0, help="--timeline seconds between window starts (default: 1)"
+    )
+    parser.add_argument(
+        "--timeline-image", metavar="PNG", help="with --timeline and one VIDEO: save a picture of the timeline"
+    )
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--trust-remote-code", action="store_true", help="load the model's own code from the Hub")
 
@@ -173,6 +198,8 @@ def _add_predict_command(subparsers) -> None:
 
         from .inference import classify_videos  # importing ila_hf arranged for these Auto classes to know ILA
 
+        if args.timeline_image and not (args.timeline and len(args.videos) == 1):
+            parser.error("--timeline-image takes a picture of one timeline: pass --timeline and a single VIDEO")
         try:
             model = AutoModelForVideoClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
             processor = AutoVideoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
@@ -188,6 +215,13 @@ def _add_predict_command(subparsers) -> None:
         if args.labels:
             model.set_class_names(args.labels)
         logger.info("Loaded %s (%d classes) on %s", args.model, model.config.num_labels, device)
+        if args.timeline:
+            from .timeline import print_timelines
+
+            return print_timelines(
+                model, processor, args.videos, window=args.window, stride=args.stride, top_k=args.top_k,
+                as_json=args.json, image_path=args.timeline_image,
+            )
         num_clips, num_crops = args.views
         videos = tqdm(args.videos, desc="videos", unit="video", disable=len(args.videos) < 2, file=sys.stderr)
         failures = 0

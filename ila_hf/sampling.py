@@ -14,8 +14,12 @@ evaluation"):
 Both have a multi-view form (``num_clips`` temporal views, shape ``(num_clips, num_frames)``) for
 the multi-view evaluation protocol. Short videos never fail: indices are clamped into
 ``[0, num_video_frames - 1]``, so frames repeat instead.
+
+``sliding_window_indices`` covers a whole long video with equally long windows (a timeline), each
+sampled like an evaluation clip.
 """
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -233,3 +237,44 @@ def sample_frame_indices(
             raise ValueError("Multi-view dense sampling is deterministic; pass `random=False` or `num_clips=1`.")
         return multi_view_dense_indices(num_video_frames, num_frames, frame_interval, num_clips)
     raise ValueError(f"`sampling` must be one of {SAMPLING_STRATEGIES}, got {sampling!r}.")
+
+
+def sliding_window_indices(
+    num_video_frames: int,
+    num_frames: int,
+    window_length: int,
+    stride: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Clips of a window sliding over the whole video, each sampled like an evaluation clip.
+
+    Window ``k`` covers frames ``[start_k, start_k + L)`` with ``start_k = round(k * stride)`` (a
+    fractional stride, e.g. 1 s at 29.97 fps, does not drift), for every window that fits in the
+    video. If the last of them ends before the video does, one more window ends exactly at the last
+    frame, so every frame is covered by windows of one length (a shorter last window would play its
+    motion faster than the model was trained on). A video of at most ``L`` frames is one window.
+    Inside each window the ``T`` frames follow :func:`segment_indices` (the middle of each segment).
+
+    Args:
+        num_video_frames (`int`): frames in the video, ``n >= 1``.
+        num_frames (`int`): frames per clip, ``T >= 1``.
+        window_length (`int`): frames per window, ``L >= 1``.
+        stride (`float`): frames from one window's start to the next, ``> 0``.
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray]`: ``int64`` window bounds of shape ``(W, 2)`` (first frame,
+        one past the last frame) with non-decreasing starts, and ``int64`` indices of shape ``(W, T)``.
+    """
+    _check_positive("num_video_frames", num_video_frames)
+    _check_positive("num_frames", num_frames)
+    _check_positive("window_length", window_length)
+    if not (isinstance(stride, (int, float, np.integer, np.floating)) and np.isfinite(stride) and stride > 0):
+        raise ValueError(f"`stride` must be a positive number of frames, got {stride!r}.")
+    window_length = min(window_length, num_video_frames)
+    last_start = num_video_frames - window_length
+    starts = np.round(np.arange(math.floor(last_start / stride) + 1) * stride).astype(np.int64)
+    if starts[-1] < last_start:
+        starts = np.append(starts, last_start)
+    bounds = np.stack([starts, starts + window_length], axis=1)
+    indices = starts[:, None] + segment_indices(window_length, num_frames)
+    return bounds, indices

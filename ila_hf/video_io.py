@@ -9,7 +9,9 @@ or by decoding forward (decoders that count frames, like decord, differ there).
 Sparse plans seek: before each wanted frame the decoder jumps to the keyframe preceding it when
 that keyframe lies ahead of the current position (found in the container's index), so 8 frames
 of a 10-minute video cost 8 short GOP decodes, not the whole file. Dense plans decode forward.
-Only the wanted frames are converted to RGB.
+Only the wanted frames are converted to RGB. `load_video` returns the wanted frames together;
+`iter_video_frames` yields them one at a time in a single pass, keeping none (a whole film, a
+timeline of clips).
 
 Inputs (`VideoSource`): a path, an http(s) URL, the encoded bytes (``bytes``, ``bytearray``,
 ``memoryview``), a binary file object, a `datasets` video dict ``{"path": ..., "bytes": ...}``, or
@@ -73,6 +75,9 @@ purpose: those that open further files or URLs named inside the input (``hls``, 
 # it only pays off when the gap is longer than a typical GOP (x264's default is 250 frames,
 # 10 s at 25 fps; web video is usually 2-5 s).
 _BLIND_SEEK_SECONDS = 5.0
+
+# Frames requested from a torchcodec decoder at once by `iter_video_frames`: few, to hold little memory.
+_DECODER_CHUNK = 16
 
 # FFmpeg's `max_pixels` is a C int.
 _FFMPEG_MAX_PIXELS = 2**31 - 1
@@ -729,15 +734,101 @@ def load_video(
                         wanted = _frames_at(second_reader, slots, metadata)
                         num_decoded = reader.num_decoded + second_reader.num_decoded
                 video_frames = _upright_rgb_frames(wanted, metadata.rotation)[inverse.reshape(indices.shape)]
-            if reader.skipped:
-                warnings.warn(
-                    f"{video.name}: skipped {len(reader.skipped)} undecodable packet(s) or corrupt frame(s); "
-                    "neighbouring good frames were used instead.",
-                    stacklevel=2,
-                )
+            _warn_if_skipped(reader, stacklevel=3)
             metadata.frames_indices = indices
             metadata.num_decoded_frames = num_decoded
             return video_frames, metadata
+
+
+class StreamedFrame(NamedTuple):
+    """One frame from `iter_video_frames`."""
+
+    index: int
+    """The frame's index (slot) in the video."""
+    time: float
+    """Seconds from the first frame: ``index / fps``."""
+    image: np.ndarray
+    """(H, W, 3) ``uint8`` upright RGB."""
+
+
+def iter_video_frames(
+    source: VideoSource,
+    frame_indices: np.ndarray | list[int] | Callable[[VideoFileMetadata], np.ndarray] | None = None,
+    *,
+    seek: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> Iterator[StreamedFrame]:
+    """
+    Decode a video once from start to end, yielding the requested frames one at a time, in increasing order.
+
+    Same inputs, frame rule, limits and errors as `load_video`, but nothing is kept: memory holds the decoder's state
+    and the frame being yielded however long the video is, so a whole film can be processed in one pass. Frames
+    between the requested ones are decoded (later frames depend on them) but not converted to RGB; gaps longer than a
+    keyframe interval are skipped by seeking when ``seek`` is set.
+
+    Args:
+        source (`VideoSource`): as in `load_video`.
+        frame_indices: integer indices (any shape, any order, repeats allowed: each distinct index is yielded once,
+            in increasing order), a callable ``metadata -> indices`` (so the plan can depend on the frame count and
+            fps; a raw stream without either is counted first, by an extra decoding pass), or ``None`` for every
+            frame.
+        total_timeout (`float`, *optional*): seconds allowed for the download, and then for reaching each requested
+            frame (decoding time only, not the time the caller spends between frames; a whole long video may take
+            much longer). None for no limit.
+        seek, timeout, max_frame_pixels, max_download_bytes: as in `load_video`.
+
+    Yields:
+        `StreamedFrame`: ``(index, time, image)``.
+
+    Raises:
+        `VideoDecodeError` and `ValueError`: as `load_video`, raised when reached (frames before a failure have been
+        yielded by then).
+    """
+    if _is_frame_decoder(source):
+        yield from _stream_with_decoder(source, frame_indices, max_frame_pixels)
+        return
+    limits, deadline = _limits_and_deadline(source, timeout, total_timeout, max_frame_pixels, max_download_bytes)
+    with _video_input(source, limits, deadline) as video:
+        with _video_reader(video, limits, deadline, allow_seek=seek) as (reader, metadata):
+            if metadata.total_num_frames is not None:
+                yield from _stream_frames(reader, metadata, frame_indices, limits)
+                return
+            with _reading(video.name, timeout):
+                _set_counted_length(metadata, reader.count_remaining(), reader.fps)
+            reader.close()
+        # A raw stream cannot seek back: it is read again.
+        with _video_reader(video, limits, deadline, allow_seek=False) as (reader, _):
+            yield from _stream_frames(reader, metadata, frame_indices, limits)
+
+
+def _stream_frames(
+    reader: _FrameReader, metadata: VideoFileMetadata, frame_indices, limits: _Limits
+) -> Iterator[StreamedFrame]:
+    slots = np.unique(_plan_indices(frame_indices, metadata))
+    converted, size = None, None  # (decoded frame, its RGB): a frame serving several slots is converted once
+    for slot in slots.tolist():
+        with _reading(reader.source, limits.timeout):
+            reader.deadline = _Deadline(reader.source, limits.total_timeout)
+            decoded = reader.frame_at(slot)
+            if converted is None or converted[0] is not decoded:
+                size = size or (decoded.frame.width, decoded.frame.height)
+                converted = (decoded, _to_upright_rgb(decoded.frame, metadata.rotation, *size))
+        yield StreamedFrame(slot, slot / metadata.fps, converted[1])
+    _warn_if_short(reader, metadata, int(slots[-1]))
+    _warn_if_skipped(reader, stacklevel=4)
+
+
+def _stream_with_decoder(decoder, frame_indices, max_frame_pixels: int) -> Iterator[StreamedFrame]:
+    """`iter_video_frames` through a torchcodec ``VideoDecoder``: its frames by index, a few at a time."""
+    metadata = _decoder_metadata(decoder, max_frame_pixels)
+    slots = np.unique(_plan_indices(frame_indices, metadata))
+    for chunk in np.split(slots, range(_DECODER_CHUNK, len(slots), _DECODER_CHUNK)):
+        frames, _ = _load_with_decoder(decoder, chunk, max_frame_pixels)
+        for slot, image in zip(chunk.tolist(), frames):
+            yield StreamedFrame(slot, slot / metadata.fps, image)
 
 
 def _plan_indices(frame_indices, metadata: VideoFileMetadata) -> np.ndarray:
@@ -797,6 +888,15 @@ def _check_indices(indices: np.ndarray, total_num_frames: int) -> None:
         raise ValueError(
             f"Frame indices must lie in [0, {total_num_frames - 1}] for this {total_num_frames}-frame video, "
             f"got values in [{low}, {high}]."
+        )
+
+
+def _warn_if_skipped(reader: _FrameReader, stacklevel: int) -> None:
+    if reader.skipped:
+        warnings.warn(
+            f"{reader.source}: skipped {len(reader.skipped)} undecodable packet(s) or corrupt frame(s); "
+            "neighbouring good frames were used instead.",
+            stacklevel=stacklevel,
         )
 
 

@@ -11,6 +11,7 @@ from ila_hf.sampling import (
     multi_view_segment_indices,
     sample_frame_indices,
     segment_indices,
+    sliding_window_indices,
 )
 
 
@@ -187,3 +188,27 @@ def test_unknown_sampling_is_rejected_with_the_options():
 def test_random_multi_view_dense_sampling_is_rejected():
     with pytest.raises(ValueError, match="deterministic"):
         sample_frame_indices(100, 8, "dense", num_clips=2, random=True)
+
+
+# ---------------------------------------------------------------- sliding windows (timelines)
+def test_sliding_windows_cover_the_video_with_equal_windows_the_last_ending_with_it():
+    bounds, indices = sliding_window_indices(260, 8, window_length=50, stride=25.0)
+    assert bounds[:, 0].tolist() == [0, 25, 50, 75, 100, 125, 150, 175, 200, 210]
+    assert (bounds[:, 1] - bounds[:, 0] == 50).all() and bounds[-1, 1] == 260
+    np.testing.assert_array_equal(indices, bounds[:, :1] + segment_indices(50, 8))
+
+
+def test_sliding_windows_with_a_fractional_stride_do_not_drift():
+    bounds, _ = sliding_window_indices(36_000, 8, window_length=60, stride=29.97)  # 1 s windows starts at 29.97 fps
+    assert bounds[1000, 0] == round(1000 * 29.97) and bounds[-1, 1] == 36_000
+
+
+def test_a_video_shorter_than_the_window_is_one_window_of_the_whole_video():
+    bounds, indices = sliding_window_indices(30, 8, window_length=50, stride=10.0)
+    assert bounds.tolist() == [[0, 30]] and indices.tolist() == [segment_indices(30, 8).tolist()]
+
+
+@pytest.mark.parametrize("stride", [0, -1.0, float("nan"), float("inf"), "1"])
+def test_sliding_windows_need_a_positive_stride(stride):
+    with pytest.raises(ValueError, match=r"`stride` must be a positive number of frames"):
+        sliding_window_indices(100, 8, 10, stride)

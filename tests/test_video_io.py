@@ -409,6 +409,40 @@ def test_a_torchcodec_decoder_is_read_through_get_frames_at(clip_mp4):
     assert np.array_equal(load_video(decoder, [7, 3])[0], every_frame[[7, 3]])
 
 
+@pytest.mark.parametrize("form", ["str", "bytes", "open file"])
+def test_streaming_yields_the_frames_load_video_returns_once_each_in_order(long_mp4, counting_open, form):
+    wanted = [590, 3, 3, 77, 300, 301]
+    frames = list(video_io.iter_video_frames(video_in_form(long_mp4, form), wanted))
+    assert [frame.index for frame in frames] == [3, 77, 300, 301, 590]
+    assert [frame.time for frame in frames] == [0.12, 3.08, 12.0, 12.04, 23.6]
+    assert counting_open[-1].seeks >= 3  # far-away frames are reached by seeking, as in load_video
+    assert [read_index(frame.image) for frame in frames] == [3, 77, 300, 301, 590]
+    expected, _ = load_video(long_mp4, sorted(set(wanted)))
+    np.testing.assert_array_equal(np.stack([frame.image for frame in frames]), expected)
+
+
+def test_streaming_a_raw_stream_counts_it_first_then_reads_it_again(tmp_path):
+    raw = write_raw_h264(tmp_path / "raw.h264", 40)
+    frames = list(video_io.iter_video_frames(raw, lambda metadata: np.arange(0, metadata.total_num_frames, 13)))
+    assert [(frame.index, read_index(frame.image)) for frame in frames] == [(0, 0), (13, 13), (26, 26), (39, 39)]
+
+
+def test_streaming_from_a_torchcodec_decoder_asks_for_a_few_frames_at_a_time(clip_mp4):
+    every_frame, _ = load_video(clip_mp4)
+    decoder = FakeFrameDecoder(every_frame, fps=25.0)
+    frames = list(video_io.iter_video_frames(decoder))
+    assert [frame.index for frame in frames] == list(range(60))
+    np.testing.assert_array_equal(np.stack([frame.image for frame in frames]), every_frame)
+    assert [len(request) for request in decoder.requests] == [16, 16, 16, 12]
+
+
+def test_streaming_time_limit_counts_decoding_not_the_callers_work(long_mp4):
+    frames = video_io.iter_video_frames(long_mp4, [0, 100, 200], total_timeout=0.5)
+    for frame in frames:
+        time.sleep(0.3)  # 0.9 s in all, over total_timeout, spent by the caller
+    assert frame.index == 200
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [
