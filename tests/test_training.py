@@ -2,6 +2,7 @@
 evaluate, export, several processes)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from ila_hf import ILAForVideoClassification
 from ila_hf.training import (
     TrainingConfig,
     build_optimizer,
+    build_scheduler,
     jitter_delta,
-    lr_multiplier,
     top_k_accuracy,
     train,
 )
@@ -113,14 +114,27 @@ def test_align_decay_halves_the_jitter_every_epoch_from_epoch_30():
     assert jitter_delta(3, initial=0.4, decay_start_epoch=2) == pytest.approx(0.1)
 
 
-def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor():
-    warmup, total = 4, 14
-    factors = [lr_multiplier(step, warmup, total, min_lr_ratio=0.01) for step in range(total + 1)]
-    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert factors[4] == pytest.approx(1.0)
-    assert factors[9] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way through the cosine
-    assert factors[14] == pytest.approx(0.01)
-    assert all(later <= earlier for earlier, later in zip(factors[4:], factors[5:]))
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor_on_the_last_step():
+    warmup, total, floor = 4, 14, 0.01
+    peaks = (5e-4, 4e-4)
+    optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in peaks])
+    scheduler = build_scheduler(optimizer, warmup, total, min_lr_ratio=floor)
+    used = []  # the learning rates each optimizer step ran with
+    for _ in range(total):
+        used.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step + 1 - warmup) / (total - warmup)))
+
+    for step, rates in enumerate(used):
+        assert rates == pytest.approx([peak * factor(step) for peak in peaks], rel=1e-12), step
+    assert [rates[0] / peaks[0] for rates in used[:warmup]] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert used[-1] == pytest.approx([peak * floor for peak in peaks])  # the last step runs at the floor
+    assert all(later[0] < earlier[0] for earlier, later in zip(used[warmup - 1 :], used[warmup:]))
 
 
 def test_top_k_accuracy_counts_hits_within_the_k_best_scores():
@@ -206,7 +220,7 @@ def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninte
     assert {"train/alignment_loss", "train/classification_loss", "lr/alignment", "lr/mit", "train/jitter_delta"} <= set(
         first
     )
-    assert first["lr/alignment"] == pytest.approx(5e-4 * lr_multiplier(2, 6, 12, 0.01))
+    assert first["lr/alignment"] == pytest.approx(5e-4 * 3 / 6)  # step 3 of a 6-step warm-up (logged after it)
     assert sum("eval/top1" in values for _, values in tracker.logs) == 2
     assert any("final/top1" in values for _, values in tracker.logs)
 
