@@ -7,7 +7,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ..hub import HubUpload, export_model, model_card_context, push_to_hub_in_background
+from ..hub import HubUpload, accuracy_results, export_model, model_card_context, push_to_hub_in_background
 from .checkpoints import TrainingProgress, write_atomically
 from .config import TrainingConfig
 from .faults import fault_report
@@ -56,6 +56,9 @@ def export_run(
             num_validation_videos=num_videos["validation"],
             hyperparameters=_hyperparameters(config, accelerator),
             metrics=metrics_table,
+            eval_results=accuracy_results(final_metrics, config.validation_data, _protocol(config))
+            if config.validation_data
+            else (),
             compute={
                 "device": f"{accelerator.num_processes} x {accelerator.device.type}",
                 "optimizer steps": progress.global_step,
