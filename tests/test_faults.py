@@ -383,6 +383,7 @@ def _run_killable(script: Path, kind: str, count: int, config: dict) -> subproce
     )
 
 
+@pytest.mark.slow
 def test_kills_at_random_points_then_resume_end_with_the_uninterrupted_weights(
     data_with_bad_videos, tiny_clip_dir, tmp_path, capsys
 ):
@@ -453,6 +454,7 @@ with open(f"{config.output_dir}/rank_{rank}.json", "w") as file:
 """
 
 
+@pytest.mark.slow
 def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_videos_exactly(
     data_with_bad_videos, tiny_clip_dir, tmp_path
 ):
@@ -652,6 +654,7 @@ print("status:", status.ok, status.error, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_hanging_upload_does_not_keep_a_finished_process_alive(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")

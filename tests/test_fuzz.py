@@ -179,6 +179,7 @@ ENTRY_POINTS = ("load_video", "load_video_no_seek", "load_video_every_frame", "r
 
 
 # ------------------------------------------------------------------------------------------------------ fuzzing
+@pytest.mark.slow
 def test_hostile_files_give_frames_or_a_video_decode_error_and_release_everything(
     seed_videos, tmp_path_factory, capsys, record_property
 ):

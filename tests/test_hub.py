@@ -126,6 +126,7 @@ def test_every_placeholder_of_the_model_card_template_gets_a_value(exported_fold
     assert meta.find_undeclared_variables(template) <= set(model_card_context(model, model_id="x"))
 
 
+@pytest.mark.slow
 def test_exported_folder_loads_with_trust_remote_code_without_ila_hf(exported_folder, tiny_video_dataset):
     """A fresh interpreter that never imports ila_hf loads the model and processor from the folder's code."""
     video = tiny_video_dataset / "videos" / "rowing" / "rowing_0.mp4"

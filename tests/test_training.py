@@ -388,6 +388,7 @@ assert example.main([*arguments, "--resume"]) == 0
 """
 
 
+@pytest.mark.slow
 def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
     tiny_video_dataset, tiny_clip_dir, tmp_path
 ):
