@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .arguments import add_dataclass_arguments, dataclass_from_args
 
+
 logger = logging.getLogger("ila_hf.cli")  # not __name__, which is "__main__" under `python -m ila_hf.cli`
 
 
