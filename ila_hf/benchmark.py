@@ -19,7 +19,6 @@ and resolution, and measures:
 - where ILA's inference time goes, by operator category (torch profiler).
 """
 
-import argparse
 import copy
 import datetime
 import functools
@@ -53,6 +52,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.x_clip.modeling_x_clip import XCLIPMultiframeIntegrationTransformer
 
+from .arguments import option
 from .baselines import FrameAveragingClassifier
 from .configuration_ila import ILAVideoConfig
 from .modeling_ila import ILAForVideoClassification
@@ -92,28 +92,43 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass
 class BenchmarkOptions:
-    """What one run measures. The defaults are a quick CPU run (a few minutes on 2 cores)."""
+    """What one run measures (each field is an `ila-hf benchmark` option). The defaults are a quick CPU run (a few
+    minutes on 2 cores)."""
 
-    models: list[str] = field(default_factory=lambda: list(MODELS))
-    sizes: list[str] = field(default_factory=lambda: ["B/32"])  # timed (and counted)
-    count_sizes: list[str] = field(default_factory=lambda: ["B/16", "L/14"])  # counted only
-    frames: int = 8
-    image_size: int = 224
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
-    warmup: int = 1
-    repeats: int = 3
-    train: bool = True
-    train_batch_size: int = 1
-    train_repeats: int = 1
-    train_dtype: str = "fp32"  # "bf16": autocast mixed precision, fp32 weights
-    memory: bool = True
-    profile: bool = True
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-    compile: bool = False
-    max_call_seconds: float | None = None  # skip inference timings predicted to take longer per call
-    threads: int | None = None
-    matmul_size: int = 2048
+    models: list[str] = field(
+        default_factory=lambda: list(MODELS), metadata={"help": "models to measure", "choices": list(MODELS)}
+    )
+    sizes: list[str] = field(
+        default_factory=lambda: ["B/32"],
+        metadata={"help": "sizes to time (and count)", "choices": list(SIZES), "nargs": "*"},
+    )
+    count_sizes: list[str] = field(
+        default_factory=lambda: ["B/16", "L/14"],
+        metadata={"help": "sizes to count only (multiply-adds, parameters)", "choices": list(SIZES), "nargs": "*"},
+    )
+    frames: int = option(8, "frames per view")
+    image_size: int = option(224, "input side in pixels")
+    batch_sizes: list[int] = field(default_factory=lambda: [1], metadata={"help": "inference batch sizes"})
+    dtypes: list[str] = field(
+        default_factory=lambda: ["fp32"], metadata={"help": "inference dtypes", "choices": list(DTYPES)}
+    )
+    warmup: int = option(1, "untimed calls before timing")
+    repeats: int = option(3, "timed inference calls")
+    train: bool = option(True, "measure training steps")
+    train_batch_size: int = option(1, "clips per training step")
+    train_repeats: int = option(1, "timed training steps")
+    train_dtype: str = option("fp32", "bf16: autocast mixed precision, fp32 weights", choices=list(DTYPES))
+    memory: bool = option(True, "measure peak memory")
+    profile: bool = option(True, "profile ILA's inference by operator category")
+    device: str = field(
+        default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device"}
+    )
+    compile: bool = option(False, "time torch.compile'd models")
+    max_call_seconds: float | None = option(
+        None, "skip inference timings whose predicted time per call (multiply-adds at the matmul rate) exceeds this"
+    )
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    matmul_size: int = option(2048, "side of the dense matmul that measures the machine's rate")
     command: str = ""  # the command line, for the record
 
     def __post_init__(self):
@@ -836,62 +851,16 @@ def format_markdown(results: dict) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = BenchmarkOptions()
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=defaults.models)
-    parser.add_argument(
-        "--sizes", nargs="*", choices=list(SIZES), default=defaults.sizes, help="sizes to time (and count)"
-    )
-    parser.add_argument(
-        "--count-sizes",
-        nargs="*",
-        choices=list(SIZES),
-        default=defaults.count_sizes,
-        help="sizes to count only (multiply-adds, parameters)",
-    )
-    parser.add_argument("--frames", type=int, default=defaults.frames)
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=defaults.batch_sizes)
-    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=defaults.dtypes)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls before timing")
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed inference calls")
-    parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training-step measurements")
-    parser.add_argument("--train-batch-size", type=int, default=defaults.train_batch_size)
-    parser.add_argument("--train-repeats", type=int, default=defaults.train_repeats, help="timed training steps")
-    parser.add_argument(
-        "--train-dtype", choices=list(DTYPES), default=defaults.train_dtype, help="bf16: autocast mixed precision"
-    )
-    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak-memory measurements")
-    parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the operator profile")
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--compile", action="store_true", help="time torch.compile'd models")
-    parser.add_argument(
-        "--max-call-seconds",
-        type=float,
-        default=None,
-        help="skip inference timings whose predicted time per call (multiply-adds at the matmul rate) exceeds this",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--matmul-size", type=int, default=defaults.matmul_size)
-    parser.add_argument("--json", default=None, help="write the results as JSON to this path")
-    parser.add_argument("--markdown", default=None, help="write the markdown report to this path")
-
-
-def options_from_args(args: argparse.Namespace, command: str = "") -> BenchmarkOptions:
-    names = {name for name in BenchmarkOptions.__dataclass_fields__ if name != "command"}
-    return BenchmarkOptions(**{name: getattr(args, name) for name in names}, command=command)
-
-
-def benchmark_command(args: argparse.Namespace, command: str = "") -> int:
-    """Run the benchmark from parsed arguments; print the markdown report, write JSON / markdown where asked."""
-    results = run_benchmark(options_from_args(args, command))
+def benchmark_command(options: BenchmarkOptions, json_path: str | None = None, markdown_path: str | None = None) -> int:
+    """Run the benchmark; print the markdown report, and write it and the JSON results where asked."""
+    results = run_benchmark(options)
     report = format_markdown(results)
     print(report)
-    if args.json:
-        with open(args.json, "w") as file:
+    if json_path:
+        with open(json_path, "w") as file:
             json.dump(results, file, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as file:
+    if markdown_path:
+        with open(markdown_path, "w") as file:
             file.write(report)
     return 0
 

@@ -13,14 +13,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from .arguments import add_dataclass_arguments, dataclass_from_args
+
 
 logger = logging.getLogger("ila_hf.cli")  # not __name__, which is "__main__" under `python -m ila_hf.cli`
 
 
 def _add_demo_command(subparsers) -> None:
-    from .demo import MOTIONS, DemoConfig  # imports torch: this parser is built only when the command is `demo`
+    from .demo import DemoConfig  # imports torch: this parser is built only when the command is `demo`
 
-    defaults = DemoConfig()
     parser = subparsers.add_parser(
         "demo",
         description="Write synthetic mp4s whose classes differ only in temporal order, train ILA and a frame-averaging "
@@ -28,31 +29,7 @@ def _add_demo_command(subparsers) -> None:
         "export ILA with its video processor, classify a held-out mp4 through pipeline('video-classification') and "
         "save a PNG of the predicted interactive points.",
     )
-    add = parser.add_argument
-    add("--output-dir", default=defaults.output_dir, help="videos, models and the PNG go here (default: %(default)s)")
-    add("--seed", type=int, default=defaults.seed, help="data, initialisation and training seed (default: %(default)s)")
-    add(
-        "--motions", nargs="+", choices=MOTIONS, default=list(defaults.motions), metavar="MOTION",
-        help=f"the classes, from: {', '.join(MOTIONS)} (default: %(default)s)",
-    )
-    add("--train-videos-per-class", type=int, default=defaults.train_videos_per_class, help="(default: %(default)s)")
-    add("--test-videos-per-class", type=int, default=defaults.test_videos_per_class, help="(default: %(default)s)")
-    add("--frames", type=int, default=defaults.num_frames, help="frames per clip (default: %(default)s)")
-    add("--image-size", type=int, default=defaults.image_size, help="model input side (default: %(default)s)")
-    add("--patch-size", type=int, default=defaults.patch_size, help="image-size / patch-size >= 4 (default: %(default)s)")
-    add("--width", type=int, default=defaults.hidden_size, help="CLIP width (default: %(default)s)")
-    add("--layers", type=int, default=defaults.num_layers, help="CLIP layers (default: %(default)s)")
-    add("--epochs", type=int, default=defaults.epochs, help="training epochs of each model (default: %(default)s)")
-    add("--batch-size", type=int, default=defaults.batch_size, help="clips per step (default: %(default)s)")
-    add(
-        "--train-backbone", action="store_true",
-        help="train the random CLIP weights too, in both models (default: frozen, which learned faster here)",
-    )
-    add(
-        "--threads", type=int, default=defaults.num_threads,
-        help="torch CPU threads (default: %(default)s: the ops are too small to gain from more, and lose a lot on a "
-        "busy machine)",
-    )
+    add_dataclass_arguments(parser, DemoConfig)
 
     def run(args) -> int:
         from transformers.utils import logging as transformers_logging
@@ -60,23 +37,7 @@ def _add_demo_command(subparsers) -> None:
         from .demo import format_report, run_demo
 
         transformers_logging.disable_progress_bar()  # the demo loads and saves small models often; its log says enough
-        config = DemoConfig(
-            output_dir=args.output_dir,
-            seed=args.seed,
-            motions=tuple(args.motions),
-            train_videos_per_class=args.train_videos_per_class,
-            test_videos_per_class=args.test_videos_per_class,
-            num_frames=args.frames,
-            image_size=args.image_size,
-            patch_size=args.patch_size,
-            hidden_size=args.width,
-            num_layers=args.layers,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            freeze_backbone=not args.train_backbone,
-            num_threads=args.threads,
-        )
-        print(format_report(run_demo(config)))
+        print(format_report(run_demo(dataclass_from_args(DemoConfig, args))))
         return 0
 
     parser.set_defaults(handler=run)
@@ -248,13 +209,14 @@ def _add_train_command(subparsers) -> None:
     parser.add_argument("arguments", nargs=argparse.REMAINDER)
 
     def run(args) -> int:
-        from .training import add_training_arguments, config_from_args
+        from .training.config import TrainingConfig
 
         training_parser = argparse.ArgumentParser(
             prog="ila-hf train",
             description="Fine-tune ILA with the released recipe; run under `accelerate launch` for several devices.",
         )
-        config = config_from_args(add_training_arguments(training_parser).parse_args(args.arguments))
+        add_dataclass_arguments(training_parser, TrainingConfig)
+        config = dataclass_from_args(TrainingConfig, training_parser.parse_args(args.arguments))
         from .training import train  # imports torch, accelerate and datasets: only once the arguments are valid
         from .training.export import numbers
 
@@ -329,7 +291,7 @@ def _add_convert_command(subparsers) -> None:
 
 
 def _add_benchmark_command(subparsers) -> None:
-    from .benchmark import add_benchmark_arguments, benchmark_command  # imports torch: built only for `benchmark`
+    from .benchmark import BenchmarkOptions, benchmark_command  # imports torch: built only for `benchmark`
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -337,8 +299,15 @@ def _add_benchmark_command(subparsers) -> None:
         "ILA, CLIP frame averaging, X-CLIP, TimeSformer and VideoMAE, random weights at real sizes. The defaults are "
         "a quick CPU run; see benchmarks/RESULTS.md for a full one.",
     )
-    add_benchmark_arguments(parser)
-    parser.set_defaults(handler=lambda args: benchmark_command(args, command=shlex.join(["ila-hf", *sys.argv[1:]])))
+    add_dataclass_arguments(parser, BenchmarkOptions, exclude=("command",))
+    parser.add_argument("--json", help="write the results as JSON to this path")
+    parser.add_argument("--markdown", help="write the markdown report to this path")
+
+    def run(args) -> int:
+        command = shlex.join(["ila-hf", *sys.argv[1:]])
+        return benchmark_command(dataclass_from_args(BenchmarkOptions, args, command=command), args.json, args.markdown)
+
+    parser.set_defaults(handler=run)
 
 
 def _add_export_command(subparsers) -> None:

@@ -948,6 +948,7 @@ def _model_card_context(model, architecture: ReleasedArchitecture, report: Conve
         model_id=model_id,
         base_model=base_model,
         hyperparameters=_recipe_hyperparameters(training_config),
+        license=None,  # the authors' weights: their terms, not this package's licence
     )
     metrics = {}
     if report.source.get("max_accuracy") is not None:
@@ -969,7 +970,6 @@ def _model_card_context(model, architecture: ReleasedArchitecture, report: Conve
         source_sha256=report.source.get("sha256"),
         epoch=report.source.get("epoch"),
         head_note=head_note,
-        base_model_metadata=f"base_model: {base_model}" if base_model.startswith("openai/") else "",
         batchnorm_setting=(
             "This folder was converted with `--released-eval`: its BatchNorms use batch statistics in evaluation."
             if model.config.batchnorm_eval_statistics == "batch"

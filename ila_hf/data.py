@@ -604,6 +604,12 @@ class MixupCutmix:
     enabled), else Mixup. Mixup: lam ~ Beta(mixup_alpha, mixup_alpha), x = lam x + (1 - lam) x_flipped. CutMix:
     lam ~ Beta(cutmix_alpha, cutmix_alpha), a box of about (1 - lam) of the frame is pasted from the flipped batch
     and lam is corrected to the box's real area. Targets: lam y + (1 - lam) y_flipped of the smoothed one-hot y.
+
+    Not torchvision's `v2.MixUp` / `v2.CutMix`, although on a `tv_tensors.Video` batch (B, T, C, H, W) they do mix
+    every frame of a clip alike (one lam and one box per batch, applied over all leading dimensions): they draw from
+    torch's global random generator and take none of their own, while this draws from the `rng` the collator seeds
+    with the batch's clip seeds, so that a batch is mixed the same way in any worker or process and after a resume;
+    and they pair each video with its neighbour (`roll(1, 0)`) where the release pairs it with the mirrored one.
     """
 
     num_labels: int

@@ -55,6 +55,7 @@ import av
 import numpy as np
 import torch
 
+from .arguments import option
 from .modeling_ila import ILAForVideoClassification
 from .training.config import TrainingConfig
 from .transforms import resize_scale
@@ -232,32 +233,39 @@ def save_random_clip(
 # ------------------------------------------------------------------------------------------------------ training
 @dataclass
 class DemoConfig:
-    """Settings of `run_demo`; the defaults are the measured ones described in the module docstring."""
+    """Settings of `run_demo` (each field is an `ila-hf demo` option); the defaults are the measured ones described in
+    the module docstring."""
 
-    output_dir: str = "ila-demo-output"
-    seed: int = 0
-    motions: tuple[str, ...] = DEFAULT_MOTIONS
-    train_videos_per_class: int = 300
-    test_videos_per_class: int = 64
-    video_frames: int = 16  # frames in each mp4
-    num_frames: int = 8  # frames per clip, T
-    image_size: int = 32
-    patch_size: int = 8
-    hidden_size: int = 64
-    num_layers: int = 2
-    interaction_channels: int = 64
-    freeze_backbone: bool = True
-    epochs: int = 12
-    batch_size: int = 32
-    learning_rate: float = 1e-3  # ILA's alignment modules and temporal skip Linears
-    head_learning_rate: float = 1e-4  # MIT and linear heads (both models)
-    backbone_learning_rate: float = 1e-3  # CLIP weights, when not frozen (both models)
-    warmup_steps: int = 20
-    alignment_loss_weight: float = 0.03
-    augment: bool = False  # the released training augmentation (without flips, which would swap left and right)
-    num_threads: int | None = 1  # torch CPU threads; None: torch's choice (see `run_demo`)
-    num_workers: int = 1  # DataLoader processes decoding clips while the main process trains (see the docstring)
-    keep_videos: bool = True  # keep the mp4 dataset in output_dir/videos
+    output_dir: str = option("ila-demo-output", "videos, models and the PNG go here")
+    seed: int = option(0, "data, initialisation and training seed")
+    motions: tuple[str, ...] = option(
+        DEFAULT_MOTIONS, f"the classes, from: {', '.join(MOTIONS)}", choices=MOTIONS, metavar="MOTION"
+    )
+    train_videos_per_class: int = option(300, "training videos written per class")
+    test_videos_per_class: int = option(64, "held-out videos written per class")
+    video_frames: int = option(16, "frames in each mp4")
+    num_frames: int = option(8, "frames per clip, T")
+    image_size: int = option(32, "model input side")
+    patch_size: int = option(8, "image size / patch size must be at least 4")
+    hidden_size: int = option(64, "CLIP width")
+    num_layers: int = option(2, "CLIP layers")
+    interaction_channels: int = option(64, "channels of ILA's interaction block (released: 256)")
+    freeze_backbone: bool = option(True, "keep the random CLIP weights frozen in both models (learned faster here)")
+    epochs: int = option(12, "training epochs of each model")
+    batch_size: int = option(32, "clips per step")
+    learning_rate: float = option(1e-3, "ILA's alignment modules and temporal skip Linears")
+    head_learning_rate: float = option(1e-4, "MIT and linear heads (both models)")
+    backbone_learning_rate: float = option(1e-3, "CLIP weights, when not frozen (both models)")
+    warmup_steps: int = option(20, "optimizer steps of linear learning-rate warm-up")
+    alignment_loss_weight: float = option(0.03, "weight of ILA's alignment loss (released: 1.0)")
+    augment: bool = option(False, "the released training augmentation (without flips, which would swap left and right)")
+    num_threads: int | None = option(
+        1,
+        "torch CPU threads; 0: torch's choice (the ops are too small to gain from more, and lose a lot on a busy "
+        "machine)",
+    )
+    num_workers: int = option(1, "data-loader processes decoding clips while the main process trains (see the docstring)")
+    keep_videos: bool = option(True, "keep the mp4 dataset in OUTPUT_DIR/videos")
 
     def __post_init__(self):
         unknown = [motion for motion in self.motions if motion not in MOTIONS]

@@ -11,15 +11,14 @@ a daemon).
 
 import concurrent.futures
 import logging
-import string
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
@@ -61,31 +60,51 @@ def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("name", "
     return "\n".join(lines)
 
 
-class _Placeholders(dict):
-    """`str.format_map` mapping that records the placeholders the context does not fill."""
-
-    def __init__(self, context: Mapping[str, Any]):
-        super().__init__(context)
-        self.missing: list[str] = []
-
-    def __missing__(self, key: str) -> str:
-        self.missing.append(key)
-        return "not recorded"
-
-
-def render_model_card(context: Mapping[str, Any], template: str | Path | None = None) -> str:
+def render_model_card(context: Mapping[str, Any], template: str | Path | None = None) -> ModelCard:
     """
-    Fill the model card template (a `str.format` template: `{name}` placeholders, literal braces doubled).
-
-    Placeholders the context lacks render as "not recorded" and are logged, so a template with new fields still
-    renders.
+    The model card of `context` (see `model_card_context`): huggingface_hub's `ModelCard.from_template`, which writes
+    `context["card_data"]` (a `ModelCardData`) as the YAML metadata at `{{ card_data }}` and fills the template's
+    other `{{ name }}` placeholders (Jinja2) from the rest of `context`.
     """
-    template_text = Path(template or find_model_card_template()).read_text(encoding="utf-8")
-    placeholders = _Placeholders(context)
-    card = string.Formatter().vformat(template_text, (), placeholders)
-    if placeholders.missing:
-        logger.warning("Model card placeholders without a value: %s", sorted(set(placeholders.missing)))
-    return card
+    values = dict(context)
+    card_data = values.pop("card_data")
+    return ModelCard.from_template(card_data, template_path=str(template or find_model_card_template()), **values)
+
+
+def _hub_id(source: str | None) -> str | None:
+    """`source` when it names a Hub repo rather than a local file or folder, else None (the Hub's `base_model` and
+    `datasets` metadata take only repo ids)."""
+    if not source or Path(source).expanduser().exists():
+        return None
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return None
+    return source
+
+
+def accuracy_results(accuracy: Mapping[str, Any], dataset: str, protocol: str) -> list[EvalResult]:
+    """
+    The model-index entries (`ModelCardData.eval_results`) of a validation `accuracy` {"top1": ..., "top5": ...}
+    (fractions; other keys are ignored) on `dataset` (a Hub id, or a local list file / folder, named by its file
+    name), measured with `protocol` (e.g. "2 clip(s) x 3 crop(s)").
+    """
+    dataset_id = _hub_id(dataset)
+    name = dataset_id or Path(dataset).name
+    return [
+        EvalResult(
+            task_type="video-classification",
+            task_name="Video Classification",
+            dataset_type=name,
+            dataset_name=name if dataset_id else f"{name} (local files)",
+            dataset_split="validation",
+            metric_type="accuracy",
+            metric_name=f"Top-{k} accuracy ({protocol})",
+            metric_value=float(accuracy[f"top{k}"]),
+        )
+        for k in (1, 5)
+        if f"top{k}" in accuracy
+    ]
 
 
 def model_card_context(
@@ -101,11 +120,14 @@ def model_card_context(
     metrics: Mapping[str, Any] | None = None,
     compute: Mapping[str, Any] | None = None,
     model_name: str | None = None,
+    eval_results: Sequence[EvalResult] = (),
+    license: str | None = "apache-2.0",
 ) -> dict[str, Any]:
     """
-    The values `model_card.md` refers to, taken from the model's config and the training run. `model_name` (the
-    card's title) defaults to the last part of `model_id`; a `base_model` that is a local folder is kept out of the
-    card's metadata, which only takes Hub ids.
+    The values `model_card.md` refers to, taken from the model's config and the training run, and the card's
+    metadata as `card_data` (a `ModelCardData`): base model and training dataset where they are Hub ids (a local
+    folder is named in the text only), `eval_results` as its model-index (see `accuracy_results`), and `license`.
+    `model_name` (the card's title) defaults to the last part of `model_id`.
     """
     config = model.config
     labels = [config.id2label[index] for index in sorted(config.id2label)]
@@ -123,17 +145,27 @@ def model_card_context(
         else f"The whole model ({trainable:,} of {total:,} parameters) was trained."
     )
     no_metrics = "No evaluation was run."
+    model_name = model_name or model_id.rstrip("/").rsplit("/", 1)[-1]
+    train_dataset = _hub_id(train_data if train_data != "unknown" else None)
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=_hub_id(base_model if base_model != "unknown" else None),
+        datasets=[train_dataset] if train_dataset else None,
+        eval_results=list(eval_results) or None,
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        license=license,
+        tags=["video-classification", "ila", "clip", "custom_code"],
+    )
     return {
+        "card_data": card_data,
         "model_id": model_id,
-        "model_name": model_name or model_id.rstrip("/").rsplit("/", 1)[-1],
+        "model_name": model_name,
         "base_model": base_model,
-        "base_model_metadata": (
-            f"# base model: a local checkpoint ({Path(base_model).name})"
-            if Path(base_model).exists() or base_model == "unknown"
-            else f"base_model: {base_model}"
-        ),
         "train_data": train_data,
-        "train_data_name": f"`{Path(train_data).name}`" if train_data not in ("unknown", "") else "unknown data",
+        "train_data_name": (
+            f"`{train_dataset or Path(train_data).name}`" if train_data not in ("unknown", "") else "unknown data"
+        ),
         "num_train_videos": num_train_videos,
         "validation_data": validation_data,
         "num_validation_videos": num_validation_videos,
@@ -177,7 +209,7 @@ def export_model(
         folder: destination; created, or replaced if it holds a model folder (a folder holding other files is
             refused).
         video_processor: an `ILAVideoProcessor` to save alongside the model.
-        card_context: placeholder values for the model card (see `model_card_context`).
+        card_context: the model card's metadata and placeholder values (see `model_card_context`).
         card_template: model card template path; defaults to `find_model_card_template()`.
         state_dict: the weights to save instead of `model.state_dict()`, e.g. `accelerator.get_state_dict(model)`
             gathered from FSDP / DeepSpeed shards.
@@ -194,7 +226,7 @@ def export_model(
                 type(video_processor).register_for_auto_class()
             video_processor.save_pretrained(temporary)
         if card_context is not None:
-            (temporary / "README.md").write_text(render_model_card(card_context, card_template), encoding="utf-8")
+            render_model_card(card_context, card_template).save(temporary / "README.md")
 
     return write_folder_atomically(Path(folder), write)
 
@@ -449,6 +481,7 @@ def push_to_hub_in_background(
 __all__ = [
     "HubPushError",
     "HubUpload",
+    "accuracy_results",
     "UploadStatus",
     "check_push_access",
     "export_model",

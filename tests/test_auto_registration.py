@@ -30,6 +30,7 @@ def run_python(script: str, *arguments) -> list[str]:
     return result.stdout.split()
 
 
+@pytest.mark.slow
 def test_import_ila_hf_is_light_and_auto_classes_load_ila_folders(saved_folder):
     shown = run_python(
         """
@@ -47,6 +48,7 @@ def test_import_ila_hf_is_light_and_auto_classes_load_ila_folders(saved_folder):
     assert shown == ["False", "False", "ila_hf.modeling_ila", "ILAForVideoClassification", "ILAVideoProcessor"]
 
 
+@pytest.mark.slow
 def test_classes_imported_from_their_modules_are_registered_and_save_their_code(tmp_path):
     # modeling_ila imports transformers, which imports its Auto modules half-way through CLIP's: the registration
     # must wait for the outermost import to finish.

@@ -88,6 +88,7 @@ def test_predict_prints_json_for_good_files_and_fails_for_bad_ones(model_dir, vi
     assert [p["score"] for p in good] == pytest.approx(top.values.tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_table_and_exit_status_from_the_console_script(model_dir, videos):
     result = subprocess.run(
         [sys.executable, "-m", "ila_hf.cli", "predict", str(videos["good"]), "--model", str(model_dir),
@@ -266,6 +267,7 @@ def test_debug_raises_the_error_itself(tmp_path):
         main(["convert", str(checkpoint), str(tmp_path / "out"), "--debug"])
 
 
+@pytest.mark.slow
 def test_ila_hf_debug_variable_shows_the_traceback(tmp_path):
     checkpoint = write_random_bytes(tmp_path / "ila_k400.pth")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForVideoClassification, CLIPTokenizer
 
 import ila_hf.convert
@@ -26,6 +27,7 @@ from ila_hf.convert import (
     load_released_checkpoint,
     released_class_names,
 )
+from ila_hf.video_processing_ila import ILAVideoProcessor
 from tests.ila_reference import reference_forward, tokenize_class_names
 from tests.released_checkpoint import (
     LAYOUT_JSON_SIZES,
@@ -167,15 +169,20 @@ def test_saved_folder_loads_with_every_weight_present(converted):
 
 def test_folder_has_the_released_preprocessing_and_a_model_card(converted):
     variant, _, result = converted
-    video_processing = pytest.importorskip("ila_hf.video_processing_ila")
-    processor = video_processing.ILAVideoProcessor.from_pretrained(result.output_dir)
+    processor = ILAVideoProcessor.from_pretrained(result.output_dir)
     size = SIZES[variant]["image_size"]
     assert processor.num_frames == SIZES[variant]["num_frames"]
     assert (processor.crop_size.height, processor.crop_size.width) == (size, size)
     assert processor.size.shortest_edge == int(256 / 224 * size)
     assert list(processor.image_mean) == pytest.approx([123.675 / 255, 116.28 / 255, 103.53 / 255])
-    card = (result.output_dir / "README.md").read_text()
-    assert result.report.source["sha256"] in card and "not recorded" not in card
+    card = ModelCard.load(result.output_dir / "README.md")
+    assert result.report.source["sha256"] in card.text and "{{" not in card.text
+    assert card.data.base_model is None  # a tiny test checkpoint is no OpenAI CLIP
+    assert (card.data.library_name, card.data.pipeline_tag, card.data.license) == (
+        "transformers",
+        "video-classification",
+        None,
+    )
 
 
 def test_every_source_key_is_mapped_or_dropped_on_purpose(converted):

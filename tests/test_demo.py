@@ -121,6 +121,7 @@ def miniature_demo(tmp_path_factory):
         torch.set_num_threads(previous_threads)
 
 
+@pytest.mark.slow
 def test_ila_beats_frame_averaging_on_temporal_order(miniature_demo):
     ila, frame_averaging = miniature_demo.reports
     assert (ila.name, frame_averaging.name) == ("ILA", "frame averaging")
@@ -129,6 +130,7 @@ def test_ila_beats_frame_averaging_on_temporal_order(miniature_demo):
     assert ila.steps == frame_averaging.steps  # the same budget
 
 
+@pytest.mark.slow
 def test_the_pipeline_classified_the_held_out_file(miniature_demo):
     predictions = miniature_demo.pipeline_output
     assert miniature_demo.video_path.endswith(".mp4") and "/test/" in miniature_demo.video_path
@@ -136,6 +138,7 @@ def test_the_pipeline_classified_the_held_out_file(miniature_demo):
     assert sum(item["score"] for item in predictions) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_points_picture_is_a_valid_png(miniature_demo):
     with Image.open(miniature_demo.points_image) as image:
         image.verify()
@@ -143,6 +146,7 @@ def test_the_points_picture_is_a_valid_png(miniature_demo):
         assert image.format == "PNG" and image.size[0] > 8 * 32 and image.size[1] > 2 * 32
 
 
+@pytest.mark.slow
 def test_both_runs_record_training_loss_and_accuracy_per_epoch_and_the_curves_are_saved(miniature_demo):
     ila, frame_averaging = miniature_demo.reports
     for report in (ila, frame_averaging):
@@ -155,6 +159,7 @@ def test_both_runs_record_training_loss_and_accuracy_per_epoch_and_the_curves_ar
         assert image.format == "PNG"
 
 
+@pytest.mark.slow
 def test_the_report_prints_both_models_and_the_resources(miniature_demo):
     report = format_report(miniature_demo)
     for text in ("ILA", "frame averaging", "chance 50.0%", "peak memory", "pipeline(", "interactive points", "curves"):

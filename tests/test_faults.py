@@ -250,9 +250,10 @@ def test_too_many_undecodable_videos_stop_training_with_the_list(data_with_bad_v
     config = fault_config(
         data_with_bad_videos, tiny_clip_dir, tmp_path, train_data=str(data_with_bad_videos / "train_mostly_bad.txt")
     )
+    # The run stops as soon as the count crosses 1.5: at the second of the 3 junk files in the seeded order.
     with pytest.raises(
         UndecodableDataError,
-        match=r"(?s)[23] of the 15 training videos could not be decoded, more than "
+        match=r"(?s)2 of the 15 training videos could not be decoded, more than "
         r"max_bad_video_fraction=0\.1 allows \(1\.5\).*junk_\d\.avi: ",
     ):
         train(config)
@@ -527,6 +528,7 @@ def _run_killable(script: Path, kind: str, count: int, config: dict) -> subproce
     )
 
 
+@pytest.mark.slow
 def test_kills_at_random_points_then_resume_end_with_the_uninterrupted_weights(
     data_with_bad_videos, tiny_clip_dir, tmp_path, capsys
 ):
@@ -597,6 +599,7 @@ with open(f"{config.output_dir}/rank_{rank}.json", "w") as file:
 """
 
 
+@pytest.mark.slow
 def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_videos_exactly(
     data_with_bad_videos, tiny_clip_dir, tmp_path
 ):
@@ -793,9 +796,11 @@ HfApi.create_repo = lambda self, *args, **kwargs: None
 HfApi.upload_folder = lambda self, **kwargs: threading.Event().wait()  # a connection that never answers
 status = push_to_hub_in_background(sys.argv[1], "someone/ila-tiny").result(timeout=0.5)
 print("status:", status.ok, status.error, flush=True)
+print("done at:", time.time(), flush=True)  # the process should exit right after this line
 """
 
 
+@pytest.mark.slow
 def test_a_hanging_upload_does_not_keep_a_finished_process_alive(tmp_path):
     (tmp_path / "model").mkdir()
     for name in ("config.json", "video_preprocessor_config.json", "model.safetensors"):  # what an upload requires
@@ -803,17 +808,20 @@ def test_a_hanging_upload_does_not_keep_a_finished_process_alive(tmp_path):
     script = tmp_path / "hanging_upload.py"
     script.write_text(HANGING_UPLOAD_SCRIPT)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    started = time.monotonic()
-    completed = subprocess.run(
+    completed = subprocess.run(  # an exit that waited for the upload thread would run into this timeout
         [sys.executable, str(script), str(tmp_path / "model")],
         capture_output=True,
         text=True,
         env=environment,
         timeout=60,
     )
+    exited = time.time()
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "status: False upload still running after 0.5 s" in completed.stdout
-    assert time.monotonic() - started < 45
+    # From the script's last line to the end of the process: interpreter shutdown only, no wait for the thread
+    # (start-up and imports, which vary with the machine's load, are not part of it).
+    script_done = float(completed.stdout.split("done at:")[1])
+    assert exited - script_done < 10
 
 
 def test_training_waits_for_a_hanging_upload_no_longer_than_hub_upload_timeout(

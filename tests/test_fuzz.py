@@ -179,6 +179,7 @@ ENTRY_POINTS = ("load_video", "load_video_no_seek", "load_video_every_frame", "r
 
 
 # ------------------------------------------------------------------------------------------------------ fuzzing
+@pytest.mark.slow
 def test_hostile_files_give_frames_or_a_video_decode_error_and_release_everything(
     seed_videos, tmp_path_factory, capsys, record_property
 ):
@@ -307,7 +308,7 @@ def test_decoding_threads_end_with_the_call_not_at_the_next_garbage_collection(c
     broken.write_bytes(clip_mp4.read_bytes()[:3000])
     gc.collect()
     with garbage_collector_paused():
-        threads = os_threads()
+        baseline = resources()
         for _ in range(5):
             load_video(clip_mp4, [0, 30, 59])
             load_video(clip_mp4, [0, 59], seek=False)
@@ -315,7 +316,7 @@ def test_decoding_threads_end_with_the_call_not_at_the_next_garbage_collection(c
             with contextlib.suppress(VideoDecodeError), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 load_video(broken, [0])
-        assert os_threads() == threads, thread_names()
+        assert_released(baseline)  # with the fuzz loop's grace for a thread the kernel still lists as it exits
 
 
 class EndlessContainer(ContainerProxy):

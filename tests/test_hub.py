@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
 import ila_hf.hub
@@ -22,8 +22,10 @@ from ila_hf import ILAForVideoClassification
 from ila_hf.atomic_files import DiskFullError
 from ila_hf.hub import (
     HubPushError,
+    accuracy_results,
     check_push_access,
     export_model,
+    find_model_card_template,
     model_card_context,
     push_to_hub_in_background,
     render_model_card,
@@ -50,14 +52,15 @@ def exported_folder(tiny_clip_dir, tmp_path_factory) -> Path:
     context = model_card_context(
         model,
         model_id="someone/ila-tiny",
-        base_model="tiny-clip",
-        train_data="data/train.txt",
+        base_model="someone/tiny-clip",
+        train_data="someone/tiny-videos",
         num_train_videos=12,
-        validation_data="data/val.txt",
+        validation_data="someone/tiny-videos",
         num_validation_videos=7,
         hyperparameters={"epochs": 2, "lr: MIT": 4e-4},
         metrics={"validation top1": 0.4285714, "validation top5": 1.0},
         compute={"device": "1 x cpu", "optimizer steps": 12},
+        eval_results=accuracy_results({"top1": 0.4285714, "top5": 1.0, "loss": 1.2}, "someone/tiny-videos", "1 x 1"),
     )
     return export_model(model, tmp_path_factory.mktemp("export"), video_processor=processor, card_context=context)
 
@@ -93,25 +96,51 @@ def test_export_holds_safetensors_config_processor_code_and_card(exported_folder
 
 def test_model_card_is_filled_with_the_runs_values(exported_folder):
     card = (exported_folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: video-classification")
-    assert "\nbase_model: tiny-clip\n" in card and "# ila-tiny\n" in card
+    assert "# ila-tiny\n" in card
     assert 'from_pretrained("someone/ila-tiny", trust_remote_code=True)' in card
     assert "| validation top1 | 0.4286 |" in card
     assert "| lr: MIT | 0.0004 |" in card
-    assert "data/train.txt (12 videos)" in card and "6 classes" in card
-    assert "{" + "num_labels}" not in card and "not recorded" not in card
-    assert "@inproceedings{tu2023ila," in card
+    assert "someone/tiny-videos (12 videos)" in card and "6 classes" in card
+    assert "{{" not in card and "@inproceedings{tu2023ila," in card
 
 
-def test_model_card_placeholders_without_a_value_say_so(tmp_path, caplog):
-    template = tmp_path / "card.md"
-    template.write_text("# {model_id}\n{new_field} {{literal}}\n")
-    with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
-        card = render_model_card({"model_id": "me/ila"}, template)
-    assert card == "# me/ila\nnot recorded {literal}\n"
-    assert "new_field" in caplog.text
+def test_model_card_metadata_has_the_base_model_dataset_and_model_index(exported_folder):
+    data = ModelCard.load(exported_folder / "README.md").data
+    assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "video-classification", "apache-2.0")
+    assert data.base_model == "someone/tiny-clip" and data.datasets == ["someone/tiny-videos"]
+    assert data.model_name == "ila-tiny"
+    [top1, top5] = data.eval_results
+    assert (top1.task_type, top1.dataset_split) == ("video-classification", "validation")
+    assert top1.dataset_type == top1.dataset_name == "someone/tiny-videos"
+    assert (top1.metric_type, top1.metric_name, top1.metric_value) == ("accuracy", "Top-1 accuracy (1 x 1)", 0.4285714)
+    assert (top5.metric_name, top5.metric_value) == ("Top-5 accuracy (1 x 1)", 1.0)
 
 
+def test_model_card_keeps_local_checkpoints_and_data_out_of_the_metadata(tiny_clip_dir, tmp_path):
+    model = ILAForVideoClassification.from_clip(str(tiny_clip_dir), num_frames=4, id2label={0: "a", 1: "b"})
+    (tmp_path / "val.txt").write_text("")
+    context = model_card_context(
+        model,
+        model_id="run",
+        base_model=str(tiny_clip_dir),
+        train_data=str(tmp_path),
+        eval_results=accuracy_results({"top1": 0.5}, str(tmp_path / "val.txt"), "2 clip(s) x 3 crop(s)"),
+    )
+    data = ModelCard(str(render_model_card(context))).data  # parsed back from the text
+    assert data.base_model is None and data.datasets is None
+    [top1] = data.eval_results
+    assert (top1.dataset_type, top1.dataset_name, top1.metric_value) == ("val.txt", "val.txt (local files)", 0.5)
+
+
+def test_every_placeholder_of_the_model_card_template_gets_a_value(exported_folder):
+    from jinja2 import Environment, meta
+
+    template = Environment().parse(find_model_card_template().read_text())
+    model = ILAForVideoClassification.from_pretrained(exported_folder)
+    assert meta.find_undeclared_variables(template) <= set(model_card_context(model, model_id="x"))
+
+
+@pytest.mark.slow
 def test_exported_folder_loads_with_trust_remote_code_without_ila_hf(exported_folder, tiny_video_dataset):
     """A fresh interpreter that never imports ila_hf loads the model and processor from the folder's code."""
     video = tiny_video_dataset / "videos" / "rowing" / "rowing_0.mp4"

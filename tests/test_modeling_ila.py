@@ -219,6 +219,7 @@ def test_interaction_variants_have_the_released_layers():
     ]
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_trust_remote_code_without_ila_hf(tmp_path):
     torch.manual_seed(0)
     model = ILAForVideoClassification(tiny_config()).eval()

@@ -2,18 +2,20 @@
 evaluate, export, several processes)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate.tracking import GeneralTracker
+from huggingface_hub import ModelCard
 
 from ila_hf import ILAForVideoClassification
 from ila_hf.training import (
     TrainingConfig,
     build_optimizer,
+    build_scheduler,
     jitter_delta,
-    lr_multiplier,
     top_k_accuracy,
     train,
 )
@@ -113,14 +115,27 @@ def test_align_decay_halves_the_jitter_every_epoch_from_epoch_30():
     assert jitter_delta(3, initial=0.4, decay_start_epoch=2) == pytest.approx(0.1)
 
 
-def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor():
-    warmup, total = 4, 14
-    factors = [lr_multiplier(step, warmup, total, min_lr_ratio=0.01) for step in range(total + 1)]
-    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert factors[4] == pytest.approx(1.0)
-    assert factors[9] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way through the cosine
-    assert factors[14] == pytest.approx(0.01)
-    assert all(later <= earlier for earlier, later in zip(factors[4:], factors[5:]))
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_the_floor_on_the_last_step():
+    warmup, total, floor = 4, 14, 0.01
+    peaks = (5e-4, 4e-4)
+    optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in peaks])
+    scheduler = build_scheduler(optimizer, warmup, total, min_lr_ratio=floor)
+    used = []  # the learning rates each optimizer step ran with
+    for _ in range(total):
+        used.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step + 1 - warmup) / (total - warmup)))
+
+    for step, rates in enumerate(used):
+        assert rates == pytest.approx([peak * factor(step) for peak in peaks], rel=1e-12), step
+    assert [rates[0] / peaks[0] for rates in used[:warmup]] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert used[-1] == pytest.approx([peak * floor for peak in peaks])  # the last step runs at the floor
+    assert all(later[0] < earlier[0] for earlier, later in zip(used[warmup - 1 :], used[warmup:]))
 
 
 def test_top_k_accuracy_counts_hits_within_the_k_best_scores():
@@ -183,11 +198,34 @@ def uninterrupted_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
         final_num_clips=2,
         final_num_crops=3,
     )
-    return train(config), tracker
+    forward_inputs = []  # (training?, clips) of every forward pass of the model, in order
+    original_forward = ILAForVideoClassification.forward
+
+    def recording_forward(self, *args, **kwargs):
+        pixel_values = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
+        forward_inputs.append((self.training, pixel_values.shape[0]))
+        return original_forward(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ILAForVideoClassification, "forward", recording_forward)
+        result = train(config)
+    return result, tracker, forward_inputs
+
+
+def evaluation_clips(forward_inputs: list[tuple[bool, int]]) -> list[int]:
+    """Clips the model saw in each stretch of evaluation-mode forward passes between training steps."""
+    stretches, previous_training = [], True
+    for training, clips in forward_inputs:
+        if not training:
+            if previous_training:
+                stretches.append(0)
+            stretches[-1] += clips
+        previous_training = training
+    return stretches
 
 
 def test_training_evaluates_every_epoch_on_every_validation_video(uninterrupted_run):
-    result, _ = uninterrupted_run
+    result, _, _ = uninterrupted_run
     assert not result.stopped_early
     assert (result.global_step, result.epoch) == (12, 2)
     assert [entry["epoch"] for entry in result.history] == [0, 1]
@@ -196,7 +234,10 @@ def test_training_evaluates_every_epoch_on_every_validation_video(uninterrupted_
 
 
 def test_final_evaluation_sums_six_views_per_video(uninterrupted_run):
-    result, _ = uninterrupted_run
+    result, _, forward_inputs = uninterrupted_run
+    # One clip per validation video after each epoch; then (no training step in between) the final evaluation's
+    # 2 clips x 3 crops of each of the 7 videos.
+    assert evaluation_clips(forward_inputs) == [7, 7 + 7 * 2 * 3]
     assert result.metrics["num_samples"] == 7
     saved = json.loads((Path(result.output_dir) / "metrics.json").read_text())
     assert saved["final"] == pytest.approx(result.metrics)
@@ -204,7 +245,7 @@ def test_final_evaluation_sums_six_views_per_video(uninterrupted_run):
 
 
 def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninterrupted_run):
-    _, tracker = uninterrupted_run
+    _, tracker, _ = uninterrupted_run
     assert tracker.configuration["num_frames"] == 4
     train_steps = [step for step, values in tracker.logs if "train/loss" in values]
     assert train_steps == [3, 6, 9, 12]
@@ -212,13 +253,13 @@ def test_trackers_get_the_configuration_losses_learning_rates_and_metrics(uninte
     assert {"train/alignment_loss", "train/classification_loss", "lr/alignment", "lr/mit", "train/jitter_delta"} <= set(
         first
     )
-    assert first["lr/alignment"] == pytest.approx(5e-4 * lr_multiplier(2, 6, 12, 0.01))
+    assert first["lr/alignment"] == pytest.approx(5e-4 * 3 / 6)  # step 3 of a 6-step warm-up (logged after it)
     assert sum("eval/top1" in values for _, values in tracker.logs) == 2
     assert any("final/top1" in values for _, values in tracker.logs)
 
 
 def test_checkpoints_are_named_by_step_and_pruned_to_the_limit(uninterrupted_run):
-    result, _ = uninterrupted_run
+    result, _, _ = uninterrupted_run
     checkpoints = sorted(path.name for path in (Path(result.output_dir) / "checkpoints").iterdir())
     # Every 2 steps, and at each epoch's end (steps 6 and 12, replacing the step checkpoints there); the limit keeps 2.
     assert checkpoints == ["checkpoint_step_10", "checkpoint_step_12"]
@@ -230,7 +271,7 @@ def test_checkpoints_are_named_by_step_and_pruned_to_the_limit(uninterrupted_run
 def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(uninterrupted_run, tiny_video_dataset):
     from transformers import pipeline
 
-    result, _ = uninterrupted_run
+    result, _, _ = uninterrupted_run
     model = ILAForVideoClassification.from_pretrained(result.model_dir)
     weights = exported_weights(result)
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in weights.items())
@@ -238,10 +279,13 @@ def test_exported_folder_loads_with_from_pretrained_and_classifies_a_real_video(
     classifier = pipeline("video-classification", model=result.model_dir)
     predictions = classifier(str(tiny_video_dataset / "videos" / "diving" / "diving_0.mp4"), top_k=3)
     assert len(predictions) == 3 and {prediction["label"] for prediction in predictions} <= set(TRAINING_CLASSES)
-    card = (Path(result.model_dir) / "README.md").read_text()
-    assert "\n# base model: a local checkpoint" in card  # the Hub's base_model takes only repo ids
-    assert f"\n# {Path(result.output_dir).name}\n" in card
-    assert f"{result.metrics['top1']:.4g}" in card and "2 clip(s) x 3 crop(s)" in card and "not recorded" not in card
+    card = ModelCard.load(Path(result.model_dir) / "README.md")
+    assert f"\n# {Path(result.output_dir).name}\n" in card.text
+    assert card.data.base_model is None  # a local checkpoint: the Hub's base_model takes only repo ids
+    top1 = card.data.eval_results[0]
+    assert (top1.dataset_type, top1.dataset_split, top1.metric_type) == ("val.txt", "validation", "accuracy")
+    assert top1.metric_name == "Top-1 accuracy (2 clip(s) x 3 crop(s))"
+    assert top1.metric_value == result.metrics["top1"]
 
 
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
@@ -250,7 +294,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     """Stop at step 5 (mid-epoch), lose the step-5 checkpoint as a kill would, resume from step 4, finish."""
     import shutil
 
-    reference, _ = uninterrupted_run
+    reference, _, _ = uninterrupted_run
     stopped = train(loop_config(tiny_video_dataset, tiny_clip_dir, tmp_path, stop_after_steps=5))
     assert stopped.stopped_early and stopped.global_step == 5 and stopped.model_dir is None
     checkpoints = tmp_path / "checkpoints"
@@ -353,6 +397,7 @@ assert example.main([*arguments, "--resume"]) == 0
 """
 
 
+@pytest.mark.slow
 def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
     tiny_video_dataset, tiny_clip_dir, tmp_path
 ):

@@ -341,6 +341,7 @@ def test_save_and_load_round_trip(tmp_path, clip_mp4):
     )
 
 
+@pytest.mark.slow
 def test_saved_as_remote_code_it_works_without_ila_hf(tmp_path, clip_mp4, monkeypatch):
     monkeypatch.setattr(ILAVideoProcessor, "_auto_class", "AutoVideoProcessor")  # what register_for_auto_class does
     ILAVideoProcessor(num_frames=4, crop_size=32).save_pretrained(tmp_path)

@@ -1,6 +1,7 @@
 """Fine-tuning ILA with accelerate, following the released recipe: `train` (ila_hf.training.loop) and its parts.
 
-- `config`: `TrainingConfig`, `TrainingResult` and their command-line arguments (no datasets / accelerate import);
+- `config`: `TrainingConfig` (each field with its command-line help) and `TrainingResult` (no datasets / accelerate
+  import);
 - `recipe`: parameter groups, AdamW, the learning-rate and align-decay schedules;
 - `checkpoints`: atomic saves, resuming (fingerprinted), pruning, the run lock on the output folder;
 - `faults`: step agreement across processes, undecodable videos and non-finite losses;
@@ -17,8 +18,6 @@ _SUBMODULE_OF = {
     "MIXED_PRECISION_CHOICES": "config",
     "TrainingConfig": "config",
     "TrainingResult": "config",
-    "add_training_arguments": "config",
-    "config_from_args": "config",
     "TrainingProgress": "checkpoints",
     "OutputDirInUseError": "checkpoints",
     "ResumeMismatchError": "checkpoints",
@@ -31,7 +30,6 @@ _SUBMODULE_OF = {
     "build_optimizer": "recipe",
     "build_scheduler": "recipe",
     "jitter_delta": "recipe",
-    "lr_multiplier": "recipe",
     "parameter_group_name": "recipe",
 }
 
@@ -52,14 +50,11 @@ __all__ = [
     "TrainingProgress",
     "TrainingResult",
     "UndecodableDataError",
-    "add_training_arguments",
     "build_model",
     "build_optimizer",
     "build_scheduler",
-    "config_from_args",
     "evaluate",
     "jitter_delta",
-    "lr_multiplier",
     "parameter_group_name",
     "top_k_accuracy",
     "train",

@@ -1,12 +1,13 @@
-"""What a training run is told (`TrainingConfig`) and what it returns (`TrainingResult`), and their command-line
-arguments. Imports neither datasets nor accelerate, so that building a config or a parser stays light."""
+"""What a training run is told (`TrainingConfig`) and what it returns (`TrainingResult`). Imports neither datasets
+nor accelerate, so that building a config or its command line (`ila-hf train`) stays light.
 
-import argparse
-import dataclasses
-import types
-import typing
+Each field's metadata holds its command-line help (and `choices` / `metavar` where useful): `ila-hf train` has one
+`--option` per field (see `ila_hf.arguments`)."""
+
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..arguments import option
 
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
@@ -20,94 +21,142 @@ class TrainingConfig:
     total batch of 256 with gradient accumulation across its GPUs).
     """
 
-    # Data: any `ila_hf.data.build_dataset` source: a released-format list file (`path label_id` lines, needs
-    # `label_names`), a folder per class, a `save_to_disk` folder, what `load_dataset` reads (videofolder, parquet,
-    # WebDataset tar shards) or a Hub dataset id.
-    train_data: str = ""
-    validation_data: str | None = None  # default with `validation_split`: `train_data`'s split of that name
-    label_names: str | None = None  # `id,name` CSV or one name per line; default for folders: the folder names
-    video_root: str | None = None  # folder that list-file paths are relative to (default: the list's folder)
-    video_column: str | None = None  # default: the `Video` feature, or a column named video/path/video_path/file
-    label_column: str | None = None  # default: the `ClassLabel` feature, or a column named label/labels/cls
-    dataset_config: str | None = None  # config name of a Hub dataset
-    split: str | None = None  # training split (needed when the source has several)
-    validation_split: str | None = None
-    streaming: bool = False  # stream the data (`VideoBatchStream`) instead of materialising it
-    shuffle_buffer_size: int = 256  # streamed training examples shuffled through (each worker holds them encoded)
+    # Data: any `ila_hf.data.build_dataset` source
+    train_data: str = field(
+        metadata={
+            "help": "list file (`path label_id` lines, needs --label-names), class folders, a save_to_disk folder, a "
+            "folder or file load_dataset reads (videofolder, parquet, WebDataset tar) or a Hub dataset id"
+        }
+    )
+    validation_data: str | None = option(
+        None,
+        "the same kinds of source as --train-data, evaluated every epoch and at the end (default with "
+        "--validation-split: --train-data's split of that name)",
+    )
+    label_names: str | None = option(
+        None, "`id,name` CSV or one name per line (required with list files; default for folders: the folder names)"
+    )
+    video_root: str | None = option(None, "folder that list-file paths are relative to (default: the list's folder)")
+    video_column: str | None = option(None, "default: the Video feature, or a column named video/path/video_path/file")
+    label_column: str | None = option(None, "default: the ClassLabel feature, or a column named label/labels/cls")
+    dataset_config: str | None = option(None, "config name of a Hub dataset")
+    split: str | None = option(None, "training split (needed when the source has several)")
+    validation_split: str | None = option(None, "validation split (needed when the source has several)")
+    streaming: bool = option(
+        False, "stream the data instead of materialising it (parquet, WebDataset tar, Hub datasets)"
+    )
+    shuffle_buffer_size: int = option(
+        256, "streamed training examples shuffled through; each data-loader worker holds them encoded"
+    )
 
     # Model: a CLIP checkpoint to initialise from, or an ILA checkpoint to continue from.
-    clip_model: str | None = None
-    model_name_or_path: str | None = None
-    num_frames: int = 8
-    head: str = "linear"  # "linear" (SSv2 recipe) or "text" (K400 recipe; class names embedded by CLIP's text tower)
-    clip_text_model: str | None = None  # text tower for head="text" (default: clip_model)
-    interaction_variant: str = "depthwise"  # "depthwise" (K400 recipe) or "conv" (SSv2 recipe)
-    freeze_backbone: bool = True
-    drop_path_rate: float = 0.0
+    clip_model: str | None = option(None, "CLIP checkpoint (folder or Hub id) to initialise ILA from")
+    model_name_or_path: str | None = option(
+        None, "ILA model (folder or Hub id) to fine-tune instead of --clip-model; other classes get a new head"
+    )
+    num_frames: int = option(8, "frames per clip")
+    head: str = option(
+        "linear",
+        "linear (SSv2 recipe) or text (K400 recipe: class names embedded by CLIP's text tower)",
+        choices=("linear", "text"),
+    )
+    clip_text_model: str | None = option(None, "text tower for --head text (default: --clip-model)")
+    interaction_variant: str = option(
+        "depthwise", "depthwise (K400 recipe) or conv (SSv2 recipe)", choices=("depthwise", "conv")
+    )
+    freeze_backbone: bool = option(True, "keep the CLIP weights frozen, as released")
+    drop_path_rate: float = option(0.0, "stochastic depth of the encoder layers")
     # None: ILAVideoConfig's default (the released 256 channels, loss weight 1.0, dropout 0.5)
-    interaction_channels: int | None = None
-    alignment_loss_weight: float | None = None
-    classifier_dropout: float | None = None
-    # "ila", or "frame_averaging": CLIP frame averaging on `clip_model`, the baseline without temporal modelling
-    # (trained and evaluated by the same loop, not exported)
-    architecture: str = "ila"
+    interaction_channels: int | None = option(None, "channels of the interaction block (default: the released 256)")
+    alignment_loss_weight: float | None = option(None, "weight of the alignment loss (default: the released 1.0)")
+    classifier_dropout: float | None = option(None, "dropout before the classifier (default: the released 0.5)")
+    architecture: str = option(
+        "ila",
+        "ila, or frame_averaging: CLIP frame averaging on --clip-model, the baseline without temporal modelling "
+        "(trained and evaluated by the same loop, not exported)",
+        choices=ARCHITECTURES,
+    )
 
     # Optimisation: AdamW, cosine schedule with linear warm-up, learning rate per parameter group.
-    epochs: int = 30
-    max_steps: int | None = None  # optimizer steps in all, instead of `epochs` (needed for streams of unknown size)
-    warmup_epochs: float = 5.0
-    batch_size: int = 8  # per process
-    eval_batch_size: int | None = None  # default: batch_size
-    gradient_accumulation_steps: int = 1
-    base_learning_rate: float = 8e-6  # CLIP backbone (when trained) and anything without its own group
-    alignment_learning_rate: float = 5e-4  # message_fc / message_ln / alignment modules ("message_*" in the release)
-    alignment_weight_decay: float = 1e-2
-    temporal_skip_lr_scale: float = 10.0  # aligned_tokens_proj / interaction_tokens_proj: 10 x base
-    mit_learning_rate: float = 4e-4
-    head_learning_rate: float = 4e-4  # classifier / prompt generator, "as MIT"
-    weight_decay: float = 1e-3
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    adam_epsilon: float = 1e-8
-    min_lr_ratio: float = 0.01  # final learning rate / peak learning rate
-    max_grad_norm: float | None = None
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.8
-    cutmix_alpha: float = 1.0
-    mixup_switch_prob: float = 0.5
-    jitter_delta: float = 0.2
-    align_decay_start_epoch: int = 30  # 0-based: delta halves at the start of this epoch and of every later one
-    augment: bool = True  # the released augmentation; False: training clips are preprocessed as evaluation clips
-    horizontal_flip: bool = True  # turn off where direction is the label (Something-Something)
-    mixed_precision: str = "no"  # "no", "fp16" (the release's AMP) or "bf16"; accelerate allows one per process
-    activation_checkpointing: bool = False
-    seed: int = 0
-    cpu: bool = False  # force CPU even where a GPU is available
-    num_workers: int = 4
+    epochs: int = option(30, "epochs; the learning-rate schedule spans them all")
+    max_steps: int | None = option(
+        None, "optimizer steps in all, instead of --epochs (needed with --streaming when the dataset does not state its size)"
+    )
+    warmup_epochs: float = option(5.0, "epochs of linear learning-rate warm-up")
+    batch_size: int = option(8, "clips per process and micro-batch")
+    eval_batch_size: int | None = option(None, "clips per process in evaluation (default: --batch-size)")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    base_learning_rate: float = option(8e-6, "CLIP backbone (when trained) and anything without its own group")
+    alignment_learning_rate: float = option(
+        5e-4, "message_fc / message_ln / alignment modules (message_* in the release)"
+    )
+    alignment_weight_decay: float = option(1e-2, "weight decay of the alignment modules")
+    temporal_skip_lr_scale: float = option(
+        10.0, "learning rate of aligned_tokens_proj / interaction_tokens_proj, as a multiple of the base"
+    )
+    mit_learning_rate: float = option(4e-4, "multi-frame integration transformer")
+    head_learning_rate: float = option(4e-4, "classifier / prompt generator (as the MIT in the release)")
+    weight_decay: float = option(1e-3, "weight decay of every other group (never of biases and 1-D parameters)")
+    adam_betas: tuple[float, float] = option((0.9, 0.98), "AdamW betas", metavar=("BETA1", "BETA2"))
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    min_lr_ratio: float = option(0.01, "final learning rate / peak learning rate")
+    max_grad_norm: float | None = option(None, "clip gradients to this norm (default: no clipping)")
+    label_smoothing: float = option(0.1, "label smoothing of the training targets")
+    mixup_alpha: float = option(0.8, "Mixup Beta parameter (0: no Mixup)")
+    cutmix_alpha: float = option(1.0, "CutMix Beta parameter (0: no CutMix)")
+    mixup_switch_prob: float = option(0.5, "probability of CutMix rather than Mixup for a batch, when both are on")
+    jitter_delta: float = option(0.2, "initial jitter of the alignment mask (halved by the align decay)")
+    align_decay_start_epoch: int = option(
+        30, "0-based epoch at whose start the jitter first halves, and again at every later one"
+    )
+    augment: bool = option(
+        True, "the released training augmentation (--no-augment: training clips are preprocessed as evaluation clips)"
+    )
+    horizontal_flip: bool = option(True, "random flips in the augmentation (turn off where direction is the label)")
+    mixed_precision: str = option(
+        "no", "no, fp16 (the release's AMP) or bf16; accelerate allows one per process", choices=MIXED_PRECISION_CHOICES
+    )
+    activation_checkpointing: bool = option(False, "recompute each encoder layer in the backward pass")
+    seed: int = option(0, "seed of initialisation, data order, clips and augmentation")
+    cpu: bool = option(False, "use the CPU even where a GPU is available")
+    num_workers: int = option(4, "data-loading worker processes per process")
 
     # Evaluation
-    eval_every_epochs: int = 1
-    final_num_clips: int = 1  # temporal views of the final evaluation (the release reports 4)
-    final_num_crops: int = 1  # spatial crops of the final evaluation (the release reports 3)
+    eval_every_epochs: int = option(1, "validate every this many epochs")
+    final_num_clips: int = option(1, "temporal views of the final evaluation (the release reports 4)")
+    final_num_crops: int = option(1, "spatial crops of the final evaluation (the release reports 3)")
 
     # Checkpoints, logging, export
-    output_dir: str = "ila-output"
-    checkpoint_every_steps: int | None = None
-    checkpoint_every_epochs: int | None = 1
-    checkpoints_total_limit: int | None = 2
-    resume: bool = False  # continue from the latest checkpoint in output_dir/checkpoints
-    stop_after_steps: int | None = None  # end this run after this many optimizer steps in total, with a checkpoint
-    log_with: list[Any] | None = None  # accelerate trackers: names ("tensorboard", "wandb", ...) or instances
-    project_name: str = "ila"
-    log_every_steps: int = 10
-    export: str = "best"  # "best" (highest validation top-1) or "last"
-    push_to_hub: str | None = None  # repo id
-    hub_private: bool = False
-    hub_token: str | None = None
-    hub_upload_timeout: float = 600.0  # seconds to wait for the background upload at the end
+    output_dir: str = option("ila-output", "checkpoints, metrics and the exported model go here")
+    checkpoint_every_steps: int | None = option(None, "save a checkpoint every this many optimizer steps")
+    checkpoint_every_epochs: int | None = option(1, "save a checkpoint every this many epochs")
+    checkpoints_total_limit: int | None = option(2, "checkpoints kept (older ones are deleted)")
+    resume: bool = option(False, "continue from the latest checkpoint in OUTPUT_DIR/checkpoints")
+    stop_after_steps: int | None = option(
+        None, "end after this many optimizer steps in total, with a checkpoint; continue with --resume"
+    )
+    log_with: list[Any] | None = option(
+        None, "accelerate trackers: names (tensorboard, wandb, ...) or, from Python, instances"
+    )
+    project_name: str = option("ila", "project name given to the trackers")
+    log_every_steps: int = option(10, "log the training loss every this many optimizer steps")
+    export: str = option(
+        "best", "best (highest validation top-1) or last: the weights exported at the end", choices=("best", "last")
+    )
+    push_to_hub: str | None = option(
+        None, "Hub repo id to upload the exported model to (in the background)", metavar="REPO_ID"
+    )
+    hub_private: bool = option(False, "create the Hub repo private")
+    hub_token: str | None = option(None, "Hub token (default: the logged-in user's)")
+    hub_upload_timeout: float = option(600.0, "seconds to wait for the background upload at the end")
 
     # Faults
-    max_bad_video_fraction: float = 0.1  # undecodable videos a split may have (skipped and logged) before a stop
-    max_consecutive_nonfinite_steps: int | None = 3  # NaN/inf-loss steps in a row (each skipped) before a stop
+    max_bad_video_fraction: float = option(
+        0.1, "undecodable videos a split may have (skipped and logged) before the run stops"
+    )
+    max_consecutive_nonfinite_steps: int | None = option(
+        3, "optimizer steps in a row with a NaN/inf loss (each skipped) before the run stops"
+    )
 
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
@@ -162,88 +211,9 @@ class TrainingResult:
     steps_without_data: list[int] = field(default_factory=list)  # steps skipped: a last micro-batch had no video
 
 
-_ARGUMENT_HELP = {
-    "train_data": "list file (`path label_id` lines), class folders, a save_to_disk folder, a folder or file "
-    "load_dataset reads (videofolder, parquet, WebDataset tar) or a Hub dataset id",
-    "validation_data": "the same kinds of source as --train-data, evaluated every epoch and at the end "
-    "(default with --validation-split: --train-data's split of that name)",
-    "video_column": "default: the Video feature, or a column named video/path/video_path/file",
-    "label_column": "default: the ClassLabel feature, or a column named label/labels/cls",
-    "dataset_config": "config name of a Hub dataset",
-    "split": "training split (needed when the source has several)",
-    "validation_split": "validation split (needed when the source has several)",
-    "streaming": "stream the data instead of materialising it (parquet, WebDataset tar, Hub datasets)",
-    "shuffle_buffer_size": "streamed training examples shuffled through; each data-loader worker holds them encoded",
-    "max_steps": "optimizer steps in all, instead of --epochs (needed with --streaming when the dataset does not state "
-    "its size)",
-    "label_names": "`id,name` CSV or one name per line (required with list files)",
-    "clip_model": "CLIP checkpoint (folder or Hub id) to initialise ILA from",
-    "model_name_or_path": "ILA checkpoint to continue fine-tuning",
-    "resume": "continue from the latest checkpoint in OUTPUT_DIR/checkpoints",
-    "push_to_hub": "repo id to upload the exported model to (in the background)",
-    "log_with": "accelerate trackers, e.g. tensorboard wandb",
-    "stop_after_steps": "end after this many optimizer steps in total, with a checkpoint; continue with --resume",
-    "max_bad_video_fraction": "undecodable videos (skipped and logged) a split may have before the run stops",
-    "architecture": "ila, or frame_averaging: the CLIP frame-averaging baseline (not exported)",
-    "augment": "the released training augmentation (--no-augment: evaluation preprocessing for training clips too)",
-    "max_consecutive_nonfinite_steps": "stop after this many optimizer steps in a row with a NaN/inf loss (skipped)",
-}
-
-
-_ARGUMENT_CHOICES = {
-    "head": ("linear", "text"),
-    "interaction_variant": ("depthwise", "conv"),
-    "mixed_precision": MIXED_PRECISION_CHOICES,
-    "architecture": ARCHITECTURES,
-    "export": ("best", "last"),
-}
-
-
-def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """One `--option` per `TrainingConfig` field (`--train-data`, `--push-to-hub REPO_ID`, `--resume`, ...), with
-    the recipe's defaults; booleans also get `--no-...`."""
-    hints = typing.get_type_hints(TrainingConfig)
-    for config_field in dataclasses.fields(TrainingConfig):
-        hint = hints[config_field.name]
-        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        kind = next(option for option in options if option is not type(None))
-        default = config_field.default if config_field.default is not dataclasses.MISSING else None
-        flag = "--" + config_field.name.replace("_", "-")
-        help_text = _ARGUMENT_HELP.get(config_field.name, "") + f" (default: {default})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif typing.get_origin(kind) is tuple:
-            item_types = typing.get_args(kind)
-            parser.add_argument(flag, type=item_types[0], nargs=len(item_types), default=default, help=help_text)
-        elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, nargs="+", default=default, help=help_text)
-        else:
-            parser.add_argument(
-                flag,
-                type=kind,
-                default=default,
-                choices=_ARGUMENT_CHOICES.get(config_field.name),
-                required=config_field.name == "train_data",
-                help=help_text,
-            )
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> "TrainingConfig":
-    """The `TrainingConfig` of arguments parsed by a parser set up with `add_training_arguments`."""
-    values = {
-        config_field.name: getattr(args, config_field.name) for config_field in dataclasses.fields(TrainingConfig)
-    }
-    if values["adam_betas"] is not None:
-        values["adam_betas"] = tuple(values["adam_betas"])
-    return TrainingConfig(**values)
-
-
 __all__ = [
     "ARCHITECTURES",
     "MIXED_PRECISION_CHOICES",
     "TrainingConfig",
     "TrainingResult",
-    "add_training_arguments",
-    "config_from_args",
 ]

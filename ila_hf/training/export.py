@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from ..hub import HubUpload, export_model, model_card_context, push_to_hub_in_background
 from ..atomic_files import write_file_atomically
+from ..hub import HubUpload, accuracy_results, export_model, model_card_context, push_to_hub_in_background
 from .checkpoints import TrainingProgress
 from .config import TrainingConfig
 from .faults import fault_report
@@ -59,6 +59,9 @@ def export_run(
             num_validation_videos=num_videos["validation"],
             hyperparameters=_hyperparameters(config, accelerator),
             metrics=metrics_table,
+            eval_results=accuracy_results(final_metrics, config.validation_data, _protocol(config))
+            if config.validation_data
+            else (),
             compute={
                 "device": f"{accelerator.num_processes} x {accelerator.device.type}",
                 "optimizer steps": progress.global_step,

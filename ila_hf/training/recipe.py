@@ -1,9 +1,8 @@
 """The released recipe's optimisation: parameter groups and their learning rates, AdamW, the warm-up + cosine
 learning-rate schedule and the align-decay schedule of the alignment jitter."""
 
-import math
-
 import torch
+from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
 from ..baselines import FrameAveragingClassifier
 from ..modeling_ila import ILAForVideoClassification
@@ -14,15 +13,6 @@ def jitter_delta(epoch: int, initial: float = 0.2, decay_start_epoch: int = 30) 
     """Align decay: the alignment-mask jitter of 0-based `epoch`, halved at the start of every epoch from
     `decay_start_epoch` on: initial for epoch < start, initial / 2 ** (epoch - start + 1) after."""
     return initial * 0.5 ** max(0, epoch - decay_start_epoch + 1)
-
-
-def lr_multiplier(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Learning-rate factor of optimizer step `step` (0-based): linear warm-up to 1 over `warmup_steps`, then a
-    cosine decay to `min_lr_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _no_weight_decay(name: str, parameter: torch.nn.Parameter) -> bool:
@@ -102,10 +92,18 @@ def build_optimizer(
 
 
 def build_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
-    """`LambdaLR` applying `lr_multiplier` to every group's learning rate; step it once per optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, warmup_steps, total_steps, min_lr_ratio)
+    """
+    The learning-rate schedule of every group, stepped once per optimizer step (0-based step s of `total_steps`):
+    linear warm-up, (s + 1) / warmup_steps x peak, so that the first step already learns and step warmup_steps - 1
+    is at the peak; then a cosine decay that reaches min_lr_ratio x peak on the last step.
+
+    This is transformers' `get_cosine_with_min_lr_schedule_with_warmup_lr_rate`. Its sibling
+    `get_cosine_with_min_lr_schedule_with_warmup` is not: its warm-up starts at 0, so the first step of every run
+    would not learn at all.
+    """
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, warmup_steps, total_steps, min_lr_rate=min_lr_ratio
     )
 
 
-__all__ = ["build_optimizer", "build_scheduler", "jitter_delta", "lr_multiplier", "parameter_group_name"]
+__all__ = ["build_optimizer", "build_scheduler", "jitter_delta", "parameter_group_name"]
