@@ -23,13 +23,7 @@ def logits_of(model, pixel_values) -> torch.Tensor:
         return model(pixel_values=pixel_values).logits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a thread pool only adds overhead (and, on a busy machine, waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: a thread pool only adds overhead
 
 
 parametrize_cases = pytest.mark.parametrize("variant, head", CASES, ids=[f"{v}-{h}" for v, h in CASES])

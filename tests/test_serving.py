@@ -16,13 +16,7 @@ CASES = [("depthwise", "linear", False), ("depthwise", "text", True), ("conv", "
 CASE_IDS = [f"{variant}-{head}-{'fused' if fused else 'unfused'}" for variant, head, fused in CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a thread pool only adds overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: a thread pool only adds overhead
 
 
 def eval_model(variant, head, fused):
