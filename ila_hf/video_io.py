@@ -809,13 +809,14 @@ def _stream_frames(
 ) -> Iterator[StreamedFrame]:
     slots = np.unique(_plan_indices(frame_indices, metadata))
     converted, size = None, None  # (decoded frame, its RGB): a frame serving several slots is converted once
+    reformatter = av.video.reformatter.VideoReformatter()  # one swscale context for the whole pass
     for slot in slots.tolist():
         with _reading(reader.source, limits.timeout):
             reader.deadline = _Deadline(reader.source, limits.total_timeout)
             decoded = reader.frame_at(slot)
             if converted is None or converted[0] is not decoded:
                 size = size or (decoded.frame.width, decoded.frame.height)
-                converted = (decoded, _to_upright_rgb(decoded.frame, metadata.rotation, *size))
+                converted = (decoded, _to_upright_rgb(decoded.frame, metadata.rotation, *size, reformatter))
         yield StreamedFrame(slot, slot / metadata.fps, converted[1])
     _warn_if_short(reader, metadata, int(slots[-1]))
     _warn_if_skipped(reader, stacklevel=4)

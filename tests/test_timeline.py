@@ -115,6 +115,8 @@ def test_the_text_head_names_classes_by_id2label(scene_mp4):
     model = ILAForVideoClassification(
         ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, head="text", id2label=labels)
     ).eval()
+    with torch.no_grad():
+        model.head.class_embeddings.normal_()  # stands in for embedded class names (all-zero ones are refused)
     processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64})
     timeline = predict_timeline(model, processor, scene_mp4.read_bytes(), window=5.0, stride=5.0, top_k=5)
     assert [window.start for window in timeline.windows] == [0.0, 5.0, 10.0, 15.0]
@@ -223,6 +225,7 @@ def test_predict_timeline_from_the_command_line(tmp_path, scene_mp4, capsys):
     ],
 )
 def test_the_command_line_refuses_bad_timeline_options(arguments, message, scene_mp4, tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")  # --model is checked first: a folder that looks like a saved model
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(scene_mp4), "--model", str(tmp_path), *arguments])
     assert exit_info.value.code == 2
