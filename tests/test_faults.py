@@ -614,20 +614,15 @@ def test_two_processes_skip_the_same_nonfinite_steps_and_count_undecodable_video
     from ila_hf.transforms import EvalClipTransform
 
     output_dir = tmp_path / "run"
-    config = dict(
+    config = loop_settings(
+        data_with_bad_videos,
+        tiny_clip_dir,
         train_data=str(data_with_bad_videos / "train_bad.txt"),
         validation_data=str(data_with_bad_videos / "val_bad.txt"),
-        label_names=str(data_with_bad_videos / "labels.csv"),
-        clip_model=str(tiny_clip_dir),
-        num_frames=4,
-        epochs=2,
-        warmup_epochs=1,
         batch_size=1,
         eval_batch_size=2,
         gradient_accumulation_steps=2,
-        num_workers=0,
         checkpoint_every_steps=None,
-        export="last",
         max_bad_video_fraction=0.2,
         cpu=True,
         output_dir=str(output_dir),
