@@ -53,13 +53,22 @@ def open_file_descriptors() -> int:
 HOUSEKEEPING_THREADS = {"jemalloc_bg_thd"}
 
 
+def per_thread(file_name: str) -> list[str]:
+    """
+    The contents of /proc/self/task/<tid>/<file_name> for each thread still alive when it is read: a thread that
+    ends between the listing and the read gives FileNotFoundError or ProcessLookupError (ESRCH) depending on how far
+    its exit has got, and is left out.
+    """
+    contents = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            contents.append(Path(f"/proc/self/task/{task}/{file_name}").read_text())
+    return contents
+
+
 def thread_names() -> list[str]:
     """Names of this process's threads as the kernel sees them (FFmpeg's decoding threads are not Python threads)."""
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended after the listing
-            names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
-    return sorted(names)
+    return sorted(name.strip() for name in per_thread("comm"))
 
 
 def os_threads() -> int:
@@ -67,11 +76,7 @@ def os_threads() -> int:
 
 
 def child_processes() -> int:
-    children = 0
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(FileNotFoundError):
-            children += len(Path(f"/proc/self/task/{task}/children").read_text().split())
-    return children
+    return sum(len(children.split()) for children in per_thread("children"))
 
 
 def resources() -> tuple[int, int, int]:
