@@ -52,6 +52,14 @@ def export_program(model: ILAForVideoClassification, strict: bool = False) -> to
     )
 
 
+def save_onnx(program: torch.export.ExportedProgram, path: str | Path) -> None:
+    """Write an `export_program` result as an ONNX graph (dynamo exporter): input `pixel_values`, output `logits`."""
+    onnx_program = torch.onnx.export(
+        program, input_names=["pixel_values"], output_names=["logits"], dynamo=True, verbose=False
+    )
+    onnx_program.save(str(path))
+
+
 def export_for_serving(
     model_dir: str | Path,
     output_dir: str | Path,
@@ -81,10 +89,7 @@ def export_for_serving(
     if format == "exported-program":
         torch.export.save(program, graph_path)
     else:
-        onnx_program = torch.onnx.export(
-            program, input_names=["pixel_values"], output_names=["logits"], dynamo=True, verbose=False
-        )
-        onnx_program.save(str(graph_path))
+        save_onnx(program, graph_path)
 
     model.config.save_pretrained(output_dir)
     try:
@@ -97,4 +102,4 @@ def export_for_serving(
     return graph_path
 
 
-__all__ = ["ILALogits", "export_for_serving", "export_program"]
+__all__ = ["ILALogits", "export_for_serving", "export_program", "save_onnx"]

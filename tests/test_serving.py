@@ -7,7 +7,7 @@ import torch
 
 from ila_hf import ILAVideoProcessor
 from ila_hf.cli import main as cli_main
-from ila_hf.serving import export_program
+from ila_hf.serving import export_program, save_onnx
 
 from .conftest import case_model, case_video
 
@@ -69,3 +69,27 @@ def test_onnx_export_command_runs_in_onnxruntime_like_pytorch(tmp_path, variant,
     processor = json.loads((tmp_path / "onnx" / "video_preprocessor_config.json").read_text())
     assert processor["num_frames"] == model.config.num_frames and processor["crop_size"]["height"] == 64
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["id2label"]["2"] == "up"
+
+
+def test_released_evaluation_exports_with_the_statistics_of_each_batch(tmp_path):
+    """
+    `batchnorm_eval_statistics="batch"` (the released K400 evaluation) normalises the interaction features with the
+    statistics of the batch being classified: the exported graphs must keep that, not freeze the running statistics.
+    """
+    onnxruntime = pytest.importorskip("onnxruntime", reason="needs the `export` extra")
+    model = case_model("depthwise", "text", num_hidden_layers=1, batchnorm_eval_statistics="batch").eval()
+    program = export_program(model)
+    save_onnx(program, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    videos = case_video(3, seed=1)
+    with torch.no_grad():
+        expected = model(pixel_values=videos).logits
+        alone = model(pixel_values=videos[:1]).logits
+    # The first video's logits depend on its batch companions (by far more than float rounding, ~1e-7).
+    assert (alone - expected[:1]).abs().max() > 1e-4
+    for batch in (videos, videos[:1]):
+        with torch.no_grad():
+            reference = model(pixel_values=batch).logits
+            torch.testing.assert_close(program.module()(batch), reference, rtol=1e-5, atol=1e-5)
+        (logits,) = session.run(None, {"pixel_values": batch.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), reference, rtol=1e-4, atol=1e-4)
