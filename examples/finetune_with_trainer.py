@@ -12,10 +12,11 @@
 What the recipe needs beyond a plain `Trainer` call, and where it lives here:
 - the data: `ila_hf.data.build_dataset` reads list files, class folders, `save_to_disk` folders and anything
   `load_dataset` reads (local videofolder / parquet / WebDataset shards, Hub ids), in the same two-column form;
-- lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))` (`IterableDataset.map` when streaming),
-  so `remove_unused_columns=False` (the `video` column must reach the transform);
-- Mixup/CutMix and label smoothing: `VideoClassificationCollator`, which mixes training items only, so the same
-  collator serves evaluation;
+- lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))` for training and
+  `VideoProcessorTransform(video_processor)` for evaluation (the preprocessing saved with the model), or
+  `IterableDataset.map` when streaming, so `remove_unused_columns=False` (the `video` column must reach them);
+- Mixup/CutMix and label smoothing: `ila_hf.training.build_training_collator`, which mixes training items only, so
+  the same collator serves evaluation;
 - the recipe's parameter groups: `ila_hf.training.build_optimizer`, passed as `optimizers=(optimizer, None)`; the
   Trainer adds its cosine schedule with warm-up on top of every group's learning rate;
 - align decay and per-epoch clip sampling: `EpochCallback.on_epoch_begin`;
@@ -43,10 +44,16 @@ from datasets import IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ila_hf import ILAForVideoClassification, ILAVideoProcessor
-from ila_hf.data import MixupCutmix, VideoClassificationCollator, VideoClipTransform, build_dataset, num_examples
+from ila_hf.data import VideoClipTransform, VideoProcessorTransform, build_dataset, num_examples
 from ila_hf.hub import export_model, model_card_context
-from ila_hf.training import TrainingConfig, build_optimizer, jitter_delta, top_k_accuracy
-from ila_hf.transforms import EvalClipTransform, TrainClipTransform
+from ila_hf.training import (
+    TrainingConfig,
+    build_optimizer,
+    build_train_clip_transform,
+    build_training_collator,
+    jitter_delta,
+    top_k_accuracy,
+)
 
 
 # Model outputs left out of evaluation predictions: big per-sample tensors we do not score.
@@ -108,7 +115,7 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
     return metrics
 
 
-def with_clips(dataset, clips: VideoClipTransform):
+def with_clips(dataset, clips: VideoClipTransform | VideoProcessorTransform):
     """Decode clips lazily: `with_transform` on a map-style dataset, a batched `map` on a streamed one."""
     if isinstance(dataset, IterableDataset):
         return dataset.map(clips, batched=True, batch_size=16, remove_columns=["video", "label"])
@@ -234,23 +241,17 @@ def main(argv: list[str] | None = None) -> dict:
     image_size = model.config.image_size
     video_processor = ILAVideoProcessor.for_config(model.config)  # the evaluation preprocessing, saved with the model
 
-    train_clips = VideoClipTransform(TrainClipTransform(image_size), args.num_frames, training=True, seed=args.seed)
+    train_clips = VideoClipTransform(
+        build_train_clip_transform(recipe, image_size), args.num_frames, training=True, seed=args.seed
+    )
     train_dataset = with_clips(train_dataset, train_clips)
     eval_dataset = None
     if args.validation_data:
         eval_dataset = with_clips(
             build_dataset(args.validation_data, label_names=label_names, split=args.validation_split, **sources),
-            VideoClipTransform(EvalClipTransform(image_size), args.num_frames, training=False),
+            VideoProcessorTransform(video_processor),
         )
-    collator = VideoClassificationCollator(
-        MixupCutmix(
-            len(label_names),
-            mixup_alpha=recipe.mixup_alpha,
-            cutmix_alpha=recipe.cutmix_alpha,
-            switch_prob=recipe.mixup_switch_prob,
-            label_smoothing=recipe.label_smoothing,
-        )
-    )
+    collator = build_training_collator(recipe, len(label_names))
 
     training_args = TrainingArguments(
         output_dir=args.output_dir,

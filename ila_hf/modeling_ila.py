@@ -8,7 +8,6 @@ This file imports only torch, transformers and `.configuration_ila`, so it trave
 """
 
 import copy
-import math
 import os
 import shutil
 from collections import Counter

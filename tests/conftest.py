@@ -29,59 +29,6 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def randomise_ila_modules(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give the zero-initialised skip Linears and point head non-zero weights, so alignment affects the output, and
-    the batch norms' running statistics (buffers) values other than 0 and 1."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if any(key in name for key in ("tokens_proj", "pair_fc2")):
-                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
-            elif name.endswith("running_var"):
-                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
-
-
-# One tiny ILA classifier per (interaction variant, head), for the conformance and export tests.
-CASE_FRAMES = 3
-
-
-def case_config(variant: str, head: str, **overrides):
-    """A tiny model of one case; no dropout, so that train-mode steps are reproducible."""
-    settings = dict(
-        TINY_CLIP_VISION,
-        num_frames=CASE_FRAMES,
-        interaction_variant=variant,
-        head=head,
-        interaction_channels=16,
-        prompt_layers=1,
-        classifier_dropout=0.0,
-        id2label={0: "left", 1: "right", 2: "up"},
-    )
-    from ila_hf import ILAVideoConfig
-
-    return ILAVideoConfig(**{**settings, **overrides})
-
-
-def case_model(variant: str, head: str, **overrides):
-    """A model whose alignment modules and head all change the output (nothing left at its zero initialisation)."""
-    from ila_hf import ILAForVideoClassification
-
-    torch.manual_seed(0)
-    model = ILAForVideoClassification(case_config(variant, head, **overrides))
-    randomise_ila_modules(model)
-    if head == "text":
-        with torch.no_grad():
-            model.head.class_embeddings.normal_()
-    return model
-
-
-def case_video(batch_size: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch_size, CASE_FRAMES, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir() -> Path:
     """CLIP's real BPE tokenizer, saved in tests/data/ for offline tests."""

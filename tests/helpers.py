@@ -8,7 +8,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-from ila_hf import ILAVideoConfig
+import torch
+
+from ila_hf import ILAForVideoClassification, ILAVideoConfig
 from tests.conftest import TINY_CLIP_VISION, TRAINING_CLASSES
 
 
@@ -19,6 +21,54 @@ def tiny_ila_config(**overrides) -> ILAVideoConfig:
     """A tiny `ILAVideoConfig` on the tiny CLIP vision tower of conftest (64x64 images, a 4x4 patch grid, 4 frames);
     overrides replace any setting."""
     return ILAVideoConfig(**{**TINY_CLIP_VISION, "num_frames": 4, **overrides})
+
+
+def randomise_ila_modules(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised skip Linears and point head non-zero weights, so alignment affects the output, and
+    the batch norms' running statistics (buffers) values other than 0 and 1."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if any(key in name for key in ("tokens_proj", "pair_fc2")):
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+
+
+# One tiny ILA classifier per (interaction variant, head), for the conformance and export tests.
+CASE_FRAMES = 3
+
+
+def case_config(variant: str, head: str, **overrides) -> ILAVideoConfig:
+    """A tiny model of one case; no dropout, so that train-mode steps are reproducible."""
+    settings = dict(
+        num_frames=CASE_FRAMES,
+        interaction_variant=variant,
+        head=head,
+        interaction_channels=16,
+        prompt_layers=1,
+        classifier_dropout=0.0,
+        id2label={0: "left", 1: "right", 2: "up"},
+    )
+    return tiny_ila_config(**{**settings, **overrides})
+
+
+def case_model(variant: str, head: str, **overrides) -> ILAForVideoClassification:
+    """A model whose alignment modules and head all change the output (nothing left at its zero initialisation)."""
+    torch.manual_seed(0)
+    model = ILAForVideoClassification(case_config(variant, head, **overrides))
+    randomise_ila_modules(model)
+    if head == "text":
+        with torch.no_grad():
+            model.head.class_embeddings.normal_()
+    return model
+
+
+def case_video(batch_size: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch_size, CASE_FRAMES, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
 
 
 # ------------------------------------------------------------------------------------------------------ data

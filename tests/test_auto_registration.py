@@ -8,16 +8,16 @@ import textwrap
 import pytest
 import torch
 
-from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoProcessor
+from ila_hf import ILAForVideoClassification, ILAVideoProcessor
 
-from .conftest import TINY_CLIP_VISION
+from .helpers import tiny_ila_config
 
 
 @pytest.fixture(scope="module")
 def saved_folder(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("registered")
-    ILAForVideoClassification(ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4)).save_pretrained(folder)
+    ILAForVideoClassification(tiny_ila_config()).save_pretrained(folder)
     ILAVideoProcessor(num_frames=4).save_pretrained(folder)
     return folder
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 import transformers
 
-from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoProcessor
+from ila_hf import ILAForVideoClassification, ILAVideoProcessor
 from ila_hf.cli import build_parser, main
 from ila_hf.inference import classify_videos, view_probabilities
 
-from .conftest import TINY_CLIP_VISION
+from .helpers import tiny_ila_config
 from .released_checkpoint import write_released_checkpoint
 from .videos import write_random_bytes, write_video
 
@@ -27,7 +27,7 @@ LABELS = {0: "left", 1: "right", 2: "up"}
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("predict_model")
-    config = ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label=LABELS)
+    config = tiny_ila_config(id2label=LABELS)
     model = ILAForVideoClassification(config).eval()
     with torch.no_grad():  # make the classes distinguishable
         model.head.classifier.weight.normal_(std=5.0)
@@ -57,7 +57,7 @@ def expected_probabilities(model_dir, video, num_clips=1, num_crops=1):
 
 def test_view_probabilities_average_each_views_softmax():
     torch.manual_seed(0)
-    model = ILAForVideoClassification(ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label=LABELS)).eval()
+    model = ILAForVideoClassification(tiny_ila_config(id2label=LABELS)).eval()
     views = torch.randn(2, 3, 4, 3, 64, 64)
     with torch.no_grad():
         expected = torch.stack(

@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoModelForVideoClassification
 
 from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoModel
 
-from .conftest import CASE_FRAMES, case_config, case_model, case_video
+from .helpers import CASE_FRAMES, case_config, case_model, case_video
 
 
 TOKENS = 1 + 4 * 4  # class token + a 4x4 patch grid

@@ -32,7 +32,6 @@ from tests.ila_reference import reference_forward, tokenize_class_names
 from tests.released_checkpoint import (
     LAYOUT_JSON_SIZES,
     VARIANTS,
-    released_layout,
     released_state_dict,
     save_released_checkpoint,
     write_released_checkpoint,

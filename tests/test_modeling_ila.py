@@ -26,7 +26,8 @@ from transformers import (
 from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoModel
 from ila_hf.modeling_ila import merge_pairs_into_frames
 
-from .conftest import TINY_CLIP_VISION, randomise_ila_modules
+from .conftest import TINY_CLIP_VISION
+from .helpers import randomise_ila_modules
 from .helpers import tiny_ila_config
 
 

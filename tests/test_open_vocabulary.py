@@ -18,7 +18,8 @@ from ila_hf.cli import main as cli_main
 from ila_hf.convert import convert_checkpoint
 from ila_hf.hub import export_model
 from ila_hf.video_processing_ila import ILAVideoProcessor
-from tests.conftest import TINY_CLIP_VISION, randomise_ila_modules
+from tests.conftest import TINY_CLIP_VISION
+from tests.helpers import randomise_ila_modules
 from tests.released_checkpoint import write_released_checkpoint
 from tests.videos import write_video
 

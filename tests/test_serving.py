@@ -9,7 +9,7 @@ from ila_hf import ILAVideoProcessor
 from ila_hf.cli import main as cli_main
 from ila_hf.serving import export_program, save_onnx
 
-from .conftest import case_model, case_video
+from .helpers import case_model, case_video
 
 
 CASES = [("depthwise", "linear", False), ("depthwise", "text", True), ("conv", "linear", False), ("conv", "text", True)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ila_hf import ILAForVideoClassification, ILAVideoConfig, ILAVideoProcessor, load_video
+from ila_hf import ILAForVideoClassification, ILAVideoProcessor, load_video
 from ila_hf import timeline as timeline_module
 from ila_hf.cli import main
 from ila_hf.inference import view_probabilities
@@ -17,7 +17,7 @@ from ila_hf.sampling import sliding_window_indices
 from ila_hf.timeline import iter_timeline, predict_timeline
 from ila_hf.video_io import iter_video_frames
 
-from .conftest import TINY_CLIP_VISION
+from .helpers import tiny_ila_config
 from .videos import grey_frame, write_random_bytes, write_video
 
 
@@ -82,7 +82,7 @@ def test_segment_boundaries_fall_within_one_stride_of_the_true_changes(scene_mp4
 def test_each_window_is_the_clip_load_video_would_decode_for_it(scene_mp4, processor):
     """The single streaming pass gives every window exactly the probabilities of decoding that window on its own."""
     torch.manual_seed(0)
-    config = ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label={0: "dark", 1: "bright", 2: "other"})
+    config = tiny_ila_config(id2label={0: "dark", 1: "bright", 2: "other"})
     model = ILAForVideoClassification(config).eval()
     processor = ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64})
 
@@ -113,7 +113,7 @@ def test_the_text_head_names_classes_by_id2label(scene_mp4):
     torch.manual_seed(0)
     labels = {0: "dark room", 1: "bright room"}
     model = ILAForVideoClassification(
-        ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, head="text", id2label=labels)
+        tiny_ila_config(head="text", id2label=labels)
     ).eval()
     with torch.no_grad():
         model.head.class_embeddings.normal_()  # stands in for embedded class names (all-zero ones are refused)
@@ -188,7 +188,7 @@ def test_frames_held_stay_bounded_however_long_the_video(tmp_path, processor, mo
 def test_predict_timeline_from_the_command_line(tmp_path, scene_mp4, capsys):
     folder = tmp_path / "model"
     torch.manual_seed(0)
-    model = ILAForVideoClassification(ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label={0: "a", 1: "b"}))
+    model = ILAForVideoClassification(tiny_ila_config(id2label={0: "a", 1: "b"}))
     model.save_pretrained(folder)
     ILAVideoProcessor(num_frames=4, crop_size={"height": 64, "width": 64}).save_pretrained(folder)
     broken = write_random_bytes(tmp_path / "broken.mp4")

@@ -3,7 +3,6 @@
 import contextlib
 import errno
 import http.server
-import io
 import itertools
 import os
 import pickle

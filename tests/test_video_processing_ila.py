@@ -15,11 +15,12 @@ from huggingface_hub.errors import StrictDataclassFieldValidationError
 from PIL import Image
 from transformers import pipeline
 
-from ila_hf import ILAForVideoClassification, ILAVideoConfig, video_io
+from ila_hf import ILAForVideoClassification, video_io
 from ila_hf.video_io import VideoDecodeError, VideoFileMetadata, load_video
 from ila_hf.video_processing_ila import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ILAVideoProcessor
 
 from .conftest import TINY_CLIP_VISION
+from .helpers import tiny_ila_config
 from .videos import INPUT_FORMS, FakeFrameDecoder, peak_rss_growth_mb, read_indices, video_in_form
 
 
@@ -365,7 +366,7 @@ def test_saved_as_remote_code_it_works_without_ila_hf(tmp_path, clip_mp4, monkey
 
 def test_video_classification_pipeline_with_the_ila_model(clip_mp4):
     torch.manual_seed(0)
-    config = ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label={0: "walk", 1: "run", 2: "jump"})
+    config = tiny_ila_config(id2label={0: "walk", 1: "run", 2: "jump"})
     model = ILAForVideoClassification(config).eval()
     processor = ILAVideoProcessor(num_frames=4, crop_size=TINY_CLIP_VISION["image_size"])
     classifier = pipeline("video-classification", model=model, video_processor=processor)
@@ -380,7 +381,7 @@ def test_video_classification_pipeline_with_the_ila_model(clip_mp4):
 
 def test_the_pipeline_classifies_bytes_file_objects_and_datasets_dicts(clip_mp4):
     torch.manual_seed(0)
-    config = ILAVideoConfig(**TINY_CLIP_VISION, num_frames=4, id2label={0: "walk", 1: "run", 2: "jump"})
+    config = tiny_ila_config(id2label={0: "walk", 1: "run", 2: "jump"})
     model = ILAForVideoClassification(config).eval()
     processor = ILAVideoProcessor(num_frames=4, crop_size=TINY_CLIP_VISION["image_size"])
     classifier = pipeline("video-classification", model=model, video_processor=processor)

@@ -24,11 +24,13 @@ _SUBMODULE_OF = {
     "NonFiniteLossError": "faults",
     "UndecodableDataError": "faults",
     "build_model": "loop",
+    "build_train_clip_transform": "loop",
     "evaluate": "loop",
     "top_k_accuracy": "loop",
     "train": "loop",
     "build_optimizer": "recipe",
     "build_scheduler": "recipe",
+    "build_training_collator": "recipe",
     "jitter_delta": "recipe",
     "parameter_group_name": "recipe",
 }

@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 
 from ..baselines import FrameAveragingClassifier
 from ..data import (
-    MixupCutmix,
     VideoBatchStream,
     VideoClassificationCollator,
     VideoClipTransform,
@@ -84,7 +83,7 @@ from .faults import (
     record_step_faults,
     record_undecodable,
 )
-from .recipe import build_optimizer, build_scheduler, jitter_delta
+from .recipe import build_optimizer, build_scheduler, build_training_collator, jitter_delta
 
 
 logger = logging.getLogger(__name__)
@@ -292,16 +291,7 @@ def _training_batches(
     config: TrainingConfig, accelerator: Accelerator, dataset, transform: VideoClipTransform, num_labels: int
 ) -> "_LoaderEpochs | _StreamEpochs":
     """The training micro-batches: `transform`'s clips, collated with the recipe's Mixup/CutMix and label smoothing."""
-    mixup = None
-    if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
-        mixup = MixupCutmix(
-            num_labels,
-            mixup_alpha=config.mixup_alpha,
-            cutmix_alpha=config.cutmix_alpha,
-            switch_prob=config.mixup_switch_prob,
-            label_smoothing=config.label_smoothing,
-        )
-    collator = VideoClassificationCollator(mixup, config.label_smoothing, num_labels)
+    collator = build_training_collator(config, num_labels)
     if config.streaming:
         stream = VideoBatchStream(
             dataset,

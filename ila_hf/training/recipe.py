@@ -1,10 +1,12 @@
 """The released recipe's optimisation: parameter groups and their learning rates, AdamW, the warm-up + cosine
-learning-rate schedule and the align-decay schedule of the alignment jitter."""
+learning-rate schedule, the align-decay schedule of the alignment jitter, and the training batches' Mixup/CutMix with
+label smoothing."""
 
 import torch
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
 from ..baselines import FrameAveragingClassifier
+from ..data import MixupCutmix, VideoClassificationCollator
 from ..modeling_ila import ILAForVideoClassification
 from .config import TrainingConfig
 
@@ -106,4 +108,19 @@ def build_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio
     )
 
 
-__all__ = ["build_optimizer", "build_scheduler", "jitter_delta", "parameter_group_name"]
+def build_training_collator(config: TrainingConfig, num_labels: int) -> VideoClassificationCollator:
+    """The recipe's collator: Mixup/CutMix (when either alpha is positive) and label smoothing on training items;
+    evaluation items pass through with their class ids, so one collator serves both."""
+    mixup = None
+    if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+        mixup = MixupCutmix(
+            num_labels,
+            mixup_alpha=config.mixup_alpha,
+            cutmix_alpha=config.cutmix_alpha,
+            switch_prob=config.mixup_switch_prob,
+            label_smoothing=config.label_smoothing,
+        )
+    return VideoClassificationCollator(mixup, config.label_smoothing, num_labels)
+
+
+__all__ = ["build_optimizer", "build_scheduler", "build_training_collator", "jitter_delta", "parameter_group_name"]
