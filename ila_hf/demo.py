@@ -41,6 +41,7 @@ Why these defaults (each measured on this task, 4 classes, on a shared 2-core CP
   ones, so on two cores decoding costs little wall-clock time.
 """
 
+import contextlib
 import math
 import resource
 import shutil
@@ -392,17 +393,32 @@ def _train_and_report(name: str, training_config: TrainingConfig, log) -> ModelR
 
 
 # ------------------------------------------------------------------------------------------------------ the demo
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """torch's intra-op thread count set to `num_threads` (None: left as it is) inside, restored after."""
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
     """Run the whole demo (see the module docstring) and return its numbers; `log` receives progress lines."""
+    config = config or DemoConfig()
+    with torch_threads(config.num_threads):
+        return _run_demo(config, log)
+
+
+def _run_demo(config: DemoConfig, log) -> DemoResult:
     from transformers import pipeline
 
     from .video_io import read_video_metadata
     from .visualize import draw_training_curves, save_interactive_points
 
-    config = config or DemoConfig()
     started = time.perf_counter()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)

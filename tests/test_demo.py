@@ -114,11 +114,10 @@ def miniature_demo(tmp_path_factory):
         warmup_steps=5,
         num_threads=1,
     )
-    previous_threads = torch.get_num_threads()
-    try:
-        return run_demo(config, log=lambda line: None)
-    finally:
-        torch.set_num_threads(previous_threads)
+    threads = torch.get_num_threads()
+    result = run_demo(config, log=lambda line: None)
+    assert torch.get_num_threads() == threads  # num_threads holds inside the demo only
+    return result
 
 
 @pytest.mark.slow
