@@ -25,41 +25,36 @@ def load_example():
 
 
 @pytest.fixture(scope="module")
-def trainer_run(tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
+def trainer_run(one_torch_thread, tiny_video_dataset, tiny_clip_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("trainer")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        results = load_example().main(
-            [
-                "--clip-model",
-                str(tiny_clip_dir),
-                "--train-data",
-                str(tiny_video_dataset / "train.txt"),
-                "--validation-data",
-                str(tiny_video_dataset / "val.txt"),
-                "--label-names",
-                str(tiny_video_dataset / "labels.csv"),
-                "--output-dir",
-                str(output_dir),
-                "--num-frames",
-                "4",
-                "--epochs",
-                "2",
-                "--batch-size",
-                "4",
-                "--gradient-accumulation-steps",
-                "2",
-                "--num-workers",
-                "0",
-                "--logging-steps",
-                "1",
-                "--save-strategy",
-                "no",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    results = load_example().main(
+        [
+            "--clip-model",
+            str(tiny_clip_dir),
+            "--train-data",
+            str(tiny_video_dataset / "train.txt"),
+            "--validation-data",
+            str(tiny_video_dataset / "val.txt"),
+            "--label-names",
+            str(tiny_video_dataset / "labels.csv"),
+            "--output-dir",
+            str(output_dir),
+            "--num-frames",
+            "4",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--gradient-accumulation-steps",
+            "2",
+            "--num-workers",
+            "0",
+            "--logging-steps",
+            "1",
+            "--save-strategy",
+            "no",
+        ]
+    )
     return results, output_dir
 
 

@@ -364,27 +364,29 @@ def test_saved_as_remote_code_it_works_without_ila_hf(tmp_path, clip_mp4, monkey
     assert result.stdout.strip() == "(1, 4, 3, 32, 32)"
 
 
-def test_video_classification_pipeline_with_the_ila_model(clip_mp4):
+@pytest.fixture
+def tiny_classifier():
+    """A video-classification pipeline on a tiny random ILA model, with the model and its processor."""
     torch.manual_seed(0)
     config = tiny_ila_config(id2label={0: "walk", 1: "run", 2: "jump"})
     model = ILAForVideoClassification(config).eval()
     processor = ILAVideoProcessor(num_frames=4, crop_size=TINY_CLIP_VISION["image_size"])
-    classifier = pipeline("video-classification", model=model, video_processor=processor)
+    return pipeline("video-classification", model=model, video_processor=processor), model, processor
+
+
+def test_video_classification_pipeline_with_the_ila_model(clip_mp4, tiny_classifier):
+    classifier, model, processor = tiny_classifier
     predictions = classifier(str(clip_mp4), top_k=3)
     with torch.no_grad():
         logits = model(**processor(str(clip_mp4), return_tensors="pt")).logits[0]
     probabilities = logits.softmax(-1)
     ranking = probabilities.argsort(descending=True).tolist()
-    assert [prediction["label"] for prediction in predictions] == [config.id2label[i] for i in ranking]
+    assert [prediction["label"] for prediction in predictions] == [model.config.id2label[i] for i in ranking]
     np.testing.assert_allclose([p["score"] for p in predictions], probabilities[ranking].numpy(), rtol=1e-5)
 
 
-def test_the_pipeline_classifies_bytes_file_objects_and_datasets_dicts(clip_mp4):
-    torch.manual_seed(0)
-    config = tiny_ila_config(id2label={0: "walk", 1: "run", 2: "jump"})
-    model = ILAForVideoClassification(config).eval()
-    processor = ILAVideoProcessor(num_frames=4, crop_size=TINY_CLIP_VISION["image_size"])
-    classifier = pipeline("video-classification", model=model, video_processor=processor)
+def test_the_pipeline_classifies_bytes_file_objects_and_datasets_dicts(clip_mp4, tiny_classifier):
+    classifier, _, _ = tiny_classifier
     expected = classifier(str(clip_mp4), top_k=3)
     for form in ("bytes", "BytesIO", "open file", "datasets dict with bytes"):
         assert classifier(video_in_form(clip_mp4, form), top_k=3) == expected, form
