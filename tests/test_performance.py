@@ -190,12 +190,20 @@ def test_benchmark_command_writes_json_and_markdown(tmp_path, capsys):
         assert row["latency_ms"] == pytest.approx(1e3 * statistics.median(row["times_s"]))
         assert row["peak_mb"] > 0 if row["runtime"] == "eager" else row["peak_mb"] is None  # PyTorch's allocations
     # The paired comparisons are the medians of the ratios of the same rounds' times.
-    comparisons = {(row["model"], row["runtime"]): row for row in results["targets"]["inference_comparisons"]}
-    assert set(comparisons) == set(inference) - {("clip", "eager")}
-    for (model, runtime), row in comparisons.items():
-        baseline = inference[(model, "eager") if runtime == "onnxruntime" else ("clip", "eager")]
-        times = inference[(model, runtime)]["times_s"]
-        ratios = [time / baseline_time for time, baseline_time in zip(times, baseline["times_s"])]
+    comparisons = {
+        (row["model"], row["runtime"], row["baseline"]): row for row in results["targets"]["inference_comparisons"]
+    }
+    assert set(comparisons) == {
+        ("ila", "eager", "clip (eager)"),
+        ("ila-fused", "eager", "clip (eager)"),
+        ("ila-fused", "eager", "ila (eager)"),
+        ("ila", "onnxruntime", "ila (eager)"),
+        ("ila-fused", "onnxruntime", "ila-fused (eager)"),
+    }
+    for (model, runtime, baseline), row in comparisons.items():
+        baseline_model, baseline_runtime = baseline[:-1].split(" (")  # "name (runtime)"
+        times = zip(inference[(model, runtime)]["times_s"], inference[(baseline_model, baseline_runtime)]["times_s"])
+        ratios = [time / baseline_time for time, baseline_time in times]
         assert row["time_ratio"]["median"] == pytest.approx(statistics.median(ratios))
         assert row["time_ratio"]["n"] == 3
 
