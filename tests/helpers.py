@@ -96,6 +96,15 @@ def write_tar_shards(folder: Path, videos: list[tuple[Path | bytes, int]], num_s
 
 
 # ------------------------------------------------------------------------------------------------------ training
+def tiny_run_arguments(data: Path, clip_dir: Path) -> list[str]:
+    """The command-line flags that point a training entry point (`ila-hf train`, the examples) at conftest's tiny
+    videos (12 to train on, 7 to validate on) and tiny CLIP, with 4 frames a clip."""
+    return [
+        *("--train-data", str(data / "train.txt"), "--validation-data", str(data / "val.txt")),
+        *("--label-names", str(data / "labels.csv"), "--clip-model", str(clip_dir), "--num-frames", "4"),
+    ]
+
+
 def loop_settings(data: Path, clip_dir: Path, **kwargs) -> dict:
     """
     `TrainingConfig` arguments (JSON-serialisable, for the subprocess tests too): 2 epochs of 6 steps (12 videos,

@@ -51,12 +51,11 @@ from ila_hf.training import (
     evaluate,
     train,
 )
-from tests.helpers import launch_two_processes, loop_settings, tiny_ila_config
+from tests.helpers import REPO_ROOT, launch_two_processes, loop_settings, tiny_ila_config
 
 from .videos import truncate_copy, write_random_bytes
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KILL_SEED = 20230917
 CHECKPOINT_FILES = {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_1.pkl"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}

@@ -34,9 +34,6 @@ from ila_hf.video_processing_ila import ILAVideoProcessor
 from tests.conftest import TRAINING_CLASSES
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 def tiny_model(clip_dir) -> ILAForVideoClassification:
     return ILAForVideoClassification.from_clip(str(clip_dir), num_frames=4, id2label=dict(enumerate(TRAINING_CLASSES)))
 

@@ -12,6 +12,7 @@ from transformers import AutoVideoProcessor, pipeline
 from ila_hf import ILAForVideoClassification, ILAVideoProcessor
 from ila_hf.cli import main
 from tests.conftest import TRAINING_CLASSES
+from tests.helpers import tiny_run_arguments
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_with_trainer.py"
@@ -29,18 +30,9 @@ def trainer_run(one_torch_thread, tiny_video_dataset, tiny_clip_dir, tmp_path_fa
     output_dir = tmp_path_factory.mktemp("trainer")
     results = load_example().main(
         [
-            "--clip-model",
-            str(tiny_clip_dir),
-            "--train-data",
-            str(tiny_video_dataset / "train.txt"),
-            "--validation-data",
-            str(tiny_video_dataset / "val.txt"),
-            "--label-names",
-            str(tiny_video_dataset / "labels.csv"),
+            *tiny_run_arguments(tiny_video_dataset, tiny_clip_dir),
             "--output-dir",
             str(output_dir),
-            "--num-frames",
-            "4",
             "--epochs",
             "2",
             "--batch-size",

@@ -20,10 +20,9 @@ from ila_hf.training import (
     train,
 )
 from tests.conftest import TRAINING_CLASSES
-from tests.helpers import launch_two_processes, loop_settings
+from tests.helpers import REPO_ROOT, launch_two_processes, loop_settings, tiny_run_arguments
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = dict(enumerate(TRAINING_CLASSES))
 
 
@@ -414,16 +413,7 @@ def test_two_processes_train_checkpoint_resume_and_match_single_process_metrics(
 
     output_dir = tmp_path / "run"
     arguments = [
-        "--train-data",
-        str(tiny_video_dataset / "train.txt"),
-        "--validation-data",
-        str(tiny_video_dataset / "val.txt"),
-        "--label-names",
-        str(tiny_video_dataset / "labels.csv"),
-        "--clip-model",
-        str(tiny_clip_dir),
-        "--num-frames",
-        "4",
+        *tiny_run_arguments(tiny_video_dataset, tiny_clip_dir),
         "--epochs",
         "2",
         "--warmup-epochs",

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ila_hf import ILAForVideoClassification
 from tests.conftest import TRAINING_CLASSES
-from tests.helpers import ACCELERATE_CONFIGS, REPO_ROOT, launch_two_processes
+from tests.helpers import ACCELERATE_CONFIGS, REPO_ROOT, launch_two_processes, tiny_run_arguments
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -85,9 +85,8 @@ def test_fsdp2_trains_checkpoints_resumes_exports_and_evaluates_like_one_process
     data, uninterrupted, interrupted = tiny_video_dataset, tmp_path / "uninterrupted", tmp_path / "interrupted"
     arguments = [
         "--cpu",
-        *("--train-data", str(data / "train.txt"), "--validation-data", str(data / "val.txt")),
-        *("--label-names", str(data / "labels.csv"), "--clip-model", str(tiny_clip_dir)),
-        *("--num-frames", "4", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2", "--num-workers", "0"),
+        *tiny_run_arguments(data, tiny_clip_dir),
+        *("--epochs", "2", "--warmup-epochs", "1", "--batch-size", "2", "--num-workers", "0"),
         *("--checkpoint-every-steps", "2", "--checkpoints-total-limit", "1"),
         *recipe,
     ]
