@@ -10,8 +10,9 @@
         --max-steps 20000 --output-dir runs/ila-trainer
 
 What the recipe needs beyond a plain `Trainer` call, and where it lives here:
-- the data: `ila_hf.data.build_dataset` reads list files, class folders, `save_to_disk` folders and anything
-  `load_dataset` reads (local videofolder / parquet / WebDataset shards, Hub ids), in the same two-column form;
+- the data: `ila_hf.training.build_datasets` (as `ila-hf train`) reads list files, class folders, `save_to_disk`
+  folders and anything `load_dataset` reads (local videofolder / parquet / WebDataset shards, Hub ids), in the same
+  two-column form; `--validation-split` alone validates on that split of `--train-data`;
 - lazily decoded clips: `Dataset.with_transform(VideoClipTransform(...))` for training and
   `VideoProcessorTransform(video_processor)` for evaluation (the preprocessing saved with the model), or
   `IterableDataset.map` when streaming, so `remove_unused_columns=False` (the `video` column must reach them);
@@ -44,10 +45,11 @@ from datasets import IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ila_hf import ILAForVideoClassification, ILAVideoProcessor
-from ila_hf.data import VideoClipTransform, VideoProcessorTransform, build_dataset, num_examples
+from ila_hf.data import VideoClipTransform, VideoProcessorTransform, num_examples
 from ila_hf.hub import export_model, model_card_context
 from ila_hf.training import (
     TrainingConfig,
+    build_datasets,
     build_optimizer,
     build_train_clip_transform,
     build_training_collator,
@@ -220,16 +222,20 @@ def main(argv: list[str] | None = None) -> dict:
     """Fine-tune and evaluate; returns {"train": train metrics, "eval": evaluation metrics, "log_history": [...]}."""
     args = parse_args(argv)
     recipe = TrainingConfig(
-        train_data=args.train_data, clip_model=args.clip_model, num_frames=args.num_frames, head=args.head
-    )
-
-    sources = dict(
+        train_data=args.train_data,
+        validation_data=args.validation_data,
+        label_names=args.label_names,
         video_column=args.video_column,
         label_column=args.label_column,
         dataset_config=args.dataset_config,
+        split=args.split,
+        validation_split=args.validation_split,
         streaming=args.streaming,
+        clip_model=args.clip_model,
+        num_frames=args.num_frames,
+        head=args.head,
     )
-    train_dataset = build_dataset(args.train_data, label_names=args.label_names, split=args.split, **sources)
+    train_dataset, eval_dataset = build_datasets(recipe)
     label_names = train_dataset.features["label"].names
     num_train_videos = num_examples(train_dataset)
     max_steps = streaming_max_steps(train_dataset, args) if args.streaming and args.max_steps <= 0 else args.max_steps
@@ -245,12 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
         build_train_clip_transform(recipe, image_size), args.num_frames, training=True, seed=args.seed
     )
     train_dataset = with_clips(train_dataset, train_clips)
-    eval_dataset = None
-    if args.validation_data:
-        eval_dataset = with_clips(
-            build_dataset(args.validation_data, label_names=label_names, split=args.validation_split, **sources),
-            VideoProcessorTransform(video_processor),
-        )
+    if eval_dataset is not None:
+        eval_dataset = with_clips(eval_dataset, VideoProcessorTransform(video_processor))
     collator = build_training_collator(recipe, len(label_names))
 
     training_args = TrainingArguments(

@@ -23,6 +23,7 @@ _SUBMODULE_OF = {
     "ResumeMismatchError": "checkpoints",
     "NonFiniteLossError": "faults",
     "UndecodableDataError": "faults",
+    "build_datasets": "loop",
     "build_model": "loop",
     "build_train_clip_transform": "loop",
     "evaluate": "loop",

@@ -207,7 +207,7 @@ def _set_up(config: TrainingConfig, accelerator: Accelerator, run_id: str) -> _R
         )
 
     # Data: lazily decoded clips; training randomness is a function of (seed, epoch, video).
-    train_dataset, validation_dataset = _datasets(config)
+    train_dataset, validation_dataset = build_datasets(config)
     label_names = train_dataset.features["label"].names
     model = build_model(config, label_names)
     # Exported with the model; makes the evaluation clips. The baseline takes any number of frames: the run's.
@@ -266,7 +266,7 @@ def _check_push_access(accelerator: Accelerator, config: TrainingConfig) -> None
         raise HubPushError(refusal[0])
 
 
-def _datasets(config: TrainingConfig) -> tuple[Any, Any]:
+def build_datasets(config: TrainingConfig) -> tuple[Any, Any]:
     """The training and validation datasets (the latter None without validation data), normalised by `build_dataset`
     and streamed with `config.streaming`; validation takes the training classes' ids."""
     sources = dict(
