@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
@@ -278,7 +277,7 @@ def test_a_folder_that_cannot_be_served_is_never_uploaded(exported_folder, tmp_p
 
 
 def test_training_with_a_failing_push_still_exports_and_returns(
-    tiny_video_dataset, tiny_clip_dir, tmp_path, monkeypatch, no_waiting, caplog
+    one_torch_thread, tiny_video_dataset, tiny_clip_dir, tmp_path, monkeypatch, no_waiting, caplog
 ):
     """Offline from the start: a warning before training, then the run finishes and keeps its export; the upload saw
     the complete folder and its failure is reported."""
@@ -293,25 +292,20 @@ def test_training_with_a_failing_push_still_exports_and_returns(
     monkeypatch.setattr(HfApi, "whoami", _raises(ConnectionError("no network")))
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
-            result = train(
-                TrainingConfig(
-                    train_data=str(tiny_video_dataset / "videos"),
-                    clip_model=str(tiny_clip_dir),
-                    num_frames=4,
-                    epochs=1,
-                    batch_size=4,
-                    num_workers=0,
-                    checkpoint_every_epochs=None,
-                    output_dir=str(tmp_path),
-                    push_to_hub="someone/ila-tiny",
-                )
+    with caplog.at_level(logging.WARNING, logger="ila_hf.hub"):
+        result = train(
+            TrainingConfig(
+                train_data=str(tiny_video_dataset / "videos"),
+                clip_model=str(tiny_clip_dir),
+                num_frames=4,
+                epochs=1,
+                batch_size=4,
+                num_workers=0,
+                checkpoint_every_epochs=None,
+                output_dir=str(tmp_path),
+                push_to_hub="someone/ila-tiny",
             )
-    finally:
-        torch.set_num_threads(threads)
+        )
     hub_messages = [record.getMessage() for record in caplog.records if record.name == "ila_hf.hub"]
     assert hub_messages[0].startswith("The Hub cannot be reached now (ConnectionError: no network)")  # at the start
     assert result.hub_upload is not None and not result.hub_upload.ok

@@ -114,7 +114,7 @@ def test_epoch_callback_applies_align_decay_and_the_clip_epoch(tiny_clip_dir):
 
 
 def test_streamed_csv_of_paths_and_class_names_trains_and_evaluates_every_video(
-    tiny_video_dataset, tiny_clip_dir, tmp_path
+    one_torch_thread, tiny_video_dataset, tiny_clip_dir, tmp_path
 ):
     # A load_dataset source with the column names: `video_path` and class names in `labels`.
     rows = ["video_path,labels"]
@@ -123,17 +123,12 @@ def test_streamed_csv_of_paths_and_class_names_trains_and_evaluates_every_video(
             relative, label = line.rsplit(maxsplit=1)
             rows.append(f"{tiny_video_dataset / relative},{TRAINING_CLASSES[int(label)]}")
     (tmp_path / "val.csv").write_text("\n".join(rows) + "\n")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        results = load_example().main(
-            ["--clip-model", str(tiny_clip_dir), "--train-data", str(tmp_path / "val.csv")]
-            + ["--validation-data", str(tmp_path / "val.csv"), "--label-names", str(tiny_video_dataset / "labels.csv")]
-            + ["--streaming", "--max-steps", "2", "--output-dir", str(tmp_path / "run"), "--num-frames", "4"]
-            + ["--batch-size", "4", "--num-workers", "0", "--logging-steps", "1", "--save-strategy", "no"]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    results = load_example().main(
+        ["--clip-model", str(tiny_clip_dir), "--train-data", str(tmp_path / "val.csv")]
+        + ["--validation-data", str(tmp_path / "val.csv"), "--label-names", str(tiny_video_dataset / "labels.csv")]
+        + ["--streaming", "--max-steps", "2", "--output-dir", str(tmp_path / "run"), "--num-frames", "4"]
+        + ["--batch-size", "4", "--num-workers", "0", "--logging-steps", "1", "--save-strategy", "no"]
+    )
     assert results["train"]["train_loss"] > 0
     assert sum("loss" in entry and "eval_loss" not in entry for entry in results["log_history"]) == 2
     assert results["eval"]["eval_num_samples"] == 7
