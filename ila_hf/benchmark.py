@@ -145,6 +145,8 @@ class BenchmarkOptions:
                 raise ValueError(f"Unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}.")
         if self.onnxruntime and self.device != "cpu":
             raise ValueError(f"--onnxruntime times onnxruntime's CPU provider: use --device cpu, not {self.device!r}.")
+        if self.onnxruntime and "fp32" not in self.dtypes:
+            raise ValueError(f"--onnxruntime times the fp32 ONNX graphs: add fp32 to --dtypes (given {self.dtypes}).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -527,11 +529,13 @@ def measure_inference(
             pixel_values = random_video(batch_size, options.frames, options.image_size, device, DTYPES[dtype_name])
             calls = {}
             for (name, runtime), runner in runtimes.items():
+                if runtime == "onnxruntime" and dtype_name != "fp32":
+                    continue  # the ONNX graphs are exported in fp32
                 predicted_s = costs[name]["gmacs"] * batch_size / (rates[dtype_name] / 2)
                 position = {"model": name, "size": size_name, "runtime": runtime, "dtype": dtype_name}
                 if options.max_call_seconds and predicted_s > options.max_call_seconds:
                     skipped.append({**position, "batch_size": batch_size, "predicted_s": predicted_s})
-                elif runtime == "eager" or dtype_name == "fp32":  # the ONNX graphs are exported in fp32
+                else:
                     calls[(name, runtime)] = functools.partial(infer, runner, pixel_values)
             for (name, runtime), (elapsed, cpu) in interleaved_times(
                 calls, device, options.warmup, options.repeats

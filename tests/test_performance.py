@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ila_hf import ILAForVideoClassification, ILAVideoConfig
-from ila_hf.benchmark import NUM_CLASSES, SIZES, ViTSize, count_cost
+from ila_hf.benchmark import NUM_CLASSES, SIZES, BenchmarkOptions, ViTSize, count_cost
 from ila_hf.cli import main as cli_main
 from ila_hf.modeling_ila import ILAEncoderLayer
 from tests.helpers import tiny_ila_config
@@ -159,6 +159,13 @@ def test_peers_build_and_count_at_tiny_size():
         cost = count_cost(name, SIZES["tiny"], frames=4, image_size=64)
         assert cost["gmacs"] > cost["attention_gmacs"] > 0
         assert cost["trainable_m"] == cost["params_m"]
+
+
+def test_onnxruntime_timing_is_refused_where_it_would_time_nothing():
+    with pytest.raises(ValueError, match=r"onnxruntime's CPU provider: use --device cpu, not 'cuda'"):
+        BenchmarkOptions(onnxruntime=True, device="cuda")
+    with pytest.raises(ValueError, match=r"fp32 ONNX graphs: add fp32 to --dtypes \(given \['bf16'\]\)"):
+        BenchmarkOptions(onnxruntime=True, dtypes=["bf16"], device="cpu")
 
 
 @pytest.mark.slow  # two ONNX exports and the training variants, ~1 min
